@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Builds etcd, kube-apiserver and kubectl from the Go module proxy (no release downloads are
+# reachable here) into a cache outside the work tree, keyed by version. A warm cache returns at once.
+# Usage: hack/build-kube.sh            prints the directory holding the three binaries
+set -euo pipefail
+
+KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
+cache=${CALICO_PREP_CACHE:-/var/cache/calico-prep}
+out="$cache/kube-$KUBE_VERSION"
+if [[ -x $out/kube-apiserver && -x $out/kubectl && -x $out/etcd ]]; then
+  echo "$out"
+  exit 0
+fi
+
+staging_version="v0.${KUBE_VERSION#v1.}"
+work=$(mktemp -d "$cache/build.XXXXXX" 2>/dev/null || { mkdir -p "$cache"; mktemp -d "$cache/build.XXXXXX"; })
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+modfile=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+etcd_version=$(awk '$1 == "go.etcd.io/etcd/server/v3" {print $2}' "$modfile")
+
+cat > go.mod <<MOD
+module calico-prep.local/kubebuild
+
+go 1.26
+
+tool (
+	k8s.io/kubernetes/cmd/kube-apiserver
+	k8s.io/kubernetes/cmd/kubectl
+)
+MOD
+# k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local paths;
+# as a dependency those replaces do not apply, so point each at its published v0.Y.Z.
+for m in $(awk '/=> .\/staging\/src\// {print $1}' "$modfile"); do
+  echo "replace $m => $m $staging_version" >> go.mod
+done
+mkdir -p etcd
+cat > etcd/main.go <<'GO'
+// Command etcd is etcd's server entry point, built here at the version Kubernetes pins.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+go get "k8s.io/kubernetes@$KUBE_VERSION" "go.etcd.io/etcd/server/v3@$etcd_version" >&2
+go mod tidy >&2
+mkdir -p "$work/bin"
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/bin/" \
+  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./etcd >&2
+mkdir -p "$out.tmp"
+mv "$work/bin/"* "$out.tmp/"
+rm -rf "$out"
+mv "$out.tmp" "$out"
+echo "$out"
