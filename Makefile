@@ -1,0 +1,35 @@
+# See README.md. Every target runs as root on Debian.
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The one build command; the Dockerfile runs the same line.
+GOBUILD = CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
+
+.PHONY: build demo test check bench fuzz-long
+
+build:
+	$(GOBUILD) -o bin/agent ./cmd/agent
+
+# The agent's full job against a sandboxed node (real firewalld, NetworkManager, netlink links).
+demo: build
+	hack/demo.sh
+
+# The whole suite, installing what it needs (README's test command; .ci/run runs it).
+test:
+	hack/test.sh
+
+# Quick gates before a commit: format, vet, lint, race tests of pkg and cmd, short fuzz, vulnerabilities.
+check:
+	hack/tools.sh
+	@out=$$(gofmt -l $$(git ls-files '*.go')); [[ -z $$out ]] || { echo "gofmt would change:"; echo "$$out"; exit 1; }
+	go vet ./...
+	hack/lint.sh
+	go test -race -count=1 ./pkg/... ./cmd/...
+	FUZZTIME=5s hack/fuzz.sh
+	hack/vulncheck.sh
+
+bench:
+	hack/bench.sh
+
+fuzz-long:
+	FUZZTIME=10m hack/fuzz.sh

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md's test command and .ci/run run it. As root on Debian:
+# installs what is missing (Debian packages behind a policy-rc.d, kube-apiserver/etcd/kubectl and
+# the lint tools built from the Go module proxy into a cache), then runs formatting, vet, lint,
+# every test with the race detector (unit, network-namespace and real-component tests), short
+# fuzz runs of every parser and the vulnerability scan. Fails on the first failing step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "the test suite needs root: it builds network namespaces and runs firewalld and NetworkManager inside them" >&2
+  exit 1
+fi
+export PATH=/usr/local/go/bin:$PATH
+export CALICO_PREP_CACHE=${CALICO_PREP_CACHE:-/var/cache/calico-prep}
+
+declare -a summary=()
+step() {
+  local name=$1; shift
+  local start=$SECONDS
+  echo "==> $name"
+  "$@"
+  summary+=("$(printf '%-28s %4ds' "$name" $((SECONDS - start)))")
+}
+
+step "install Debian packages" hack/install-deps.sh
+step "build kube-apiserver/etcd" hack/build-kube.sh
+step "build lint tools" hack/tools.sh
+step "gofmt" bash -c 'out=$(gofmt -l $(git ls-files "*.go" 2>/dev/null || find . -name "*.go")); [[ -z $out ]] || { echo "gofmt would change:"; echo "$out"; exit 1; }'
+step "go vet" go vet ./...
+step "golangci-lint" hack/lint.sh
+step "go test -race" go test -race -count=1 -timeout 40m ./...
+step "fuzz (${FUZZTIME:-10s} each)" hack/fuzz.sh
+step "govulncheck" hack/vulncheck.sh
+
+echo
+echo "==> summary"
+printf '%s\n' "${summary[@]}"

@@ -1,0 +1,160 @@
+package check
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+)
+
+// fakeHost is pure logic: a setting a check can verify and apply.
+type fakeHost struct {
+	ok       bool
+	applies  int
+	applyErr error
+}
+
+func (h *fakeHost) check(name string) Check {
+	return Check{
+		Name: name,
+		Verify: func(context.Context) Result {
+			if h.ok {
+				return Passed("%s is set", name)
+			}
+			return Failed("NotSet", "%s is not set", name)
+		},
+		Apply: func(context.Context) error {
+			h.applies++
+			if h.applyErr != nil {
+				return h.applyErr
+			}
+			h.ok = true
+			return nil
+		},
+	}
+}
+
+func TestRunnerModes(t *testing.T) {
+	tests := []struct {
+		name        string
+		mode        Mode
+		applyErr    error
+		wantStatus  Status
+		wantApplies int
+		wantEntry   Entry
+	}{
+		{name: "verify only never applies", mode: VerifyOnly, wantStatus: Fail, wantApplies: 0},
+		{name: "dry run records what it would do", mode: DryRun, wantStatus: Fail, wantApplies: 0, wantEntry: Entry{WouldApply: true}},
+		{name: "reconcile applies and verifies again", mode: Reconcile, wantStatus: Pass, wantApplies: 1, wantEntry: Entry{Applied: true}},
+		{name: "a failed apply keeps the failure and says why", mode: Reconcile, applyErr: errors.New("bus gone"), wantStatus: Fail, wantApplies: 1, wantEntry: Entry{ApplyError: "bus gone"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &fakeHost{applyErr: tt.applyErr}
+			r := Runner{Mode: tt.mode}
+			rep := r.Run(context.Background(), []Check{h.check("area/x")})
+			e := rep.Entries[0]
+			if e.Status != tt.wantStatus || h.applies != tt.wantApplies {
+				t.Fatalf("status %s after %d applies, want %s after %d", e.Status, h.applies, tt.wantStatus, tt.wantApplies)
+			}
+			if e.Applied != tt.wantEntry.Applied || e.WouldApply != tt.wantEntry.WouldApply || e.ApplyError != tt.wantEntry.ApplyError {
+				t.Fatalf("entry %+v, want applied=%v wouldApply=%v applyError=%q", e, tt.wantEntry.Applied, tt.wantEntry.WouldApply, tt.wantEntry.ApplyError)
+			}
+			if rep.Ready != (tt.wantStatus == Pass) {
+				t.Fatalf("ready = %v with status %s", rep.Ready, e.Status)
+			}
+		})
+	}
+}
+
+func TestRunnerDisabledNeverRuns(t *testing.T) {
+	sel, err := ParseSelector("--disable-checks", "kernel, links/tunl0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	verified := map[string]bool{}
+	mk := func(name string) Check {
+		return Check{Name: name, Verify: func(context.Context) Result {
+			verified[name] = true
+			return Failed("Bad", "bad")
+		}}
+	}
+	r := Runner{Mode: Reconcile, Disabled: sel}
+	rep := r.Run(context.Background(), []Check{mk("kernel/module/ip_set"), mk("links/tunl0"), mk("links/vxlan.calico")})
+	got := map[string]Status{}
+	for _, e := range rep.Entries {
+		got[e.Name] = e.Status
+	}
+	want := map[string]Status{"kernel/module/ip_set": Disabled, "links/tunl0": Disabled, "links/vxlan.calico": Fail}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("statuses %v, want %v", got, want)
+	}
+	if verified["kernel/module/ip_set"] || verified["links/tunl0"] {
+		t.Fatalf("a disabled check was verified: %v", verified)
+	}
+	if f, ok := rep.FirstFailure(); !ok || f.Name != "links/vxlan.calico" {
+		t.Fatalf("first failure = %v %v", f.Name, ok)
+	}
+}
+
+func TestRunnerStopsOnCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := 0
+	c := Check{Name: "a/b", Verify: func(context.Context) Result { calls++; cancel(); return Passed("ok") }}
+	rep := (&Runner{}).Run(ctx, []Check{c, c})
+	if calls != 1 || rep.Ready || rep.Entries[1].Reason != "VerifyError" {
+		t.Fatalf("calls=%d ready=%v second=%+v", calls, rep.Ready, rep.Entries[1])
+	}
+}
+
+func TestParseSelector(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    Selector
+		wantErr string
+	}{
+		{in: "", want: nil},
+		{in: "kernel", want: Selector{"kernel"}},
+		{in: " kernel ,firewalld/port-179-tcp,", want: Selector{"kernel", "firewalld/port-179-tcp"}},
+		{in: "Kernel", wantErr: `--disable-checks: invalid check name "Kernel"`},
+		{in: "links tunl0", wantErr: `--disable-checks: invalid check name "links tunl0"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseSelector("--disable-checks", tt.in)
+			if tt.wantErr != "" {
+				if err == nil || len(err.Error()) < len(tt.wantErr) || err.Error()[:len(tt.wantErr)] != tt.wantErr {
+					t.Fatalf("error %v, want prefix %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("got %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestReportJSONRoundTrip(t *testing.T) {
+	rep := Report{
+		Time:  time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC),
+		Ready: false,
+		Entries: []Entry{
+			{Name: "cidr/ipv4-pool", Result: Failed("PodCIDROverlap", "pod CIDR 192.168.0.0/16 overlaps ens33 address 192.168.79.128/24").With("pool", "192.168.0.0/16")},
+			{Name: "firewalld/port-179-tcp", Result: Passed("179/tcp open in zone public"), Applied: true},
+		},
+	}
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(rep, back) {
+		t.Fatalf("round trip changed the report:\n%+v\n%+v", rep, back)
+	}
+}
