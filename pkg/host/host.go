@@ -1,5 +1,5 @@
 // Package host holds plain data describing a node's network the way Calico sees it: interfaces
-// in ifindex order with their addresses in kernel order, and routes. pkg/links fills it from
+// in the kernel's order with their addresses in kernel order, and routes. pkg/links fills it from
 // netlink; autodetection, the pod CIDR check, the node report and the cluster plan read it, so
 // none of them needs netlink.
 package host
@@ -18,6 +18,14 @@ type Interface struct {
 	// Addrs are the interface's addresses with their prefix length, unmasked
 	// (192.168.79.128/24), in the order the kernel lists them.
 	Addrs []netip.Prefix `json:"addrs,omitempty"`
+	// VXLAN is set for VXLAN devices.
+	VXLAN *VXLAN `json:"vxlan,omitempty"`
+}
+
+// VXLAN holds what Calico's vxlan.calico and vxlan-v6.calico must match on every node.
+type VXLAN struct {
+	VNI  int `json:"vni"`
+	Port int `json:"port"` // UDP destination port
 }
 
 // Route is one route of the main routing table.
@@ -34,7 +42,8 @@ type Route struct {
 
 // Snapshot is the network state of a node at one moment.
 type Snapshot struct {
-	// Interfaces in ascending ifindex order, as Go's net.Interfaces returns them.
+	// Interfaces in the kernel's dump order, as Go's net.Interfaces returns them (ascending
+	// ifindex on current kernels).
 	Interfaces []Interface `json:"interfaces"`
 	Routes     []Route     `json:"routes,omitempty"`
 }

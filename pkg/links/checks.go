@@ -1,0 +1,229 @@
+package links
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/calico-prep/calico-prep/pkg/check"
+	"github.com/calico-prep/calico-prep/pkg/host"
+)
+
+// Config says which of Calico's links this node should have.
+type Config struct {
+	Encapsulation string // "ipip", "vxlan" or "none"
+	WireGuard     bool
+	IPv6          bool
+	// CalicoStarted reports whether calico-node has run on this node. Until then Calico's links
+	// cannot exist and their checks are not applicable: a check waiting for them would keep the
+	// node unready, and so Calico unscheduled, forever. Nil means it has started.
+	CalicoStarted func() bool
+	// Uplink names the node's main interface in snap; the links' MTUs must leave room for their
+	// encapsulation within its MTU. Nil, or an error, leaves MTUs unchecked (the autodetection
+	// check reports why there is no uplink).
+	Uplink func(ctx context.Context, snap host.Snapshot) (string, error)
+	// Snapshot, when set, replaces the client's Snapshot, e.g. to share one snapshot per pass.
+	Snapshot func(ctx context.Context) (host.Snapshot, error)
+}
+
+func (cfg Config) started() bool { return cfg.CalicoStarted == nil || cfg.CalicoStarted() }
+
+// linkSpec is one link calico-node creates and what it must look like.
+type linkSpec struct {
+	name string
+	// kind is the netlink link kind Calico creates; its kernel module has the same name.
+	kind string
+	// overhead is what the encapsulation adds to each packet, which is why the MTU must be at
+	// most the uplink's minus this (Calico's own MTU calculation uses the same numbers).
+	overhead int
+	what     string     // the encapsulation, for messages
+	vxlan    host.VXLAN // VNI and port Felix configures (its defaults), for VXLAN devices only
+	// unused says why cfg does not call for the link, or "" when it does.
+	unused func(Config) string
+}
+
+func calicoLinks() []linkSpec {
+	// Felix's default VXLANVNI and VXLANPort, the same for both families.
+	felixVXLAN := host.VXLAN{VNI: 4096, Port: 4789}
+	encap := func(want string, v6 bool) func(Config) string {
+		return func(c Config) string {
+			switch {
+			case c.Encapsulation != want:
+				return "the encapsulation is " + c.Encapsulation
+			case v6 && !c.IPv6:
+				return "IPv6 is not used"
+			}
+			return ""
+		}
+	}
+	wireguard := func(v6 bool) func(Config) string {
+		return func(c Config) string {
+			switch {
+			case !c.WireGuard:
+				return "WireGuard is off"
+			case v6 && !c.IPv6:
+				return "IPv6 is not used"
+			}
+			return ""
+		}
+	}
+	return []linkSpec{
+		{name: "tunl0", kind: "ipip", overhead: 20, what: "IPIP", unused: encap("ipip", false)},
+		{name: "vxlan.calico", kind: "vxlan", overhead: 50, what: "VXLAN", vxlan: felixVXLAN, unused: encap("vxlan", false)},
+		{name: "vxlan-v6.calico", kind: "vxlan", overhead: 70, what: "IPv6 VXLAN", vxlan: felixVXLAN, unused: encap("vxlan", true)},
+		{name: "wireguard.cali", kind: "wireguard", overhead: 60, what: "WireGuard", unused: wireguard(false)},
+		{name: "wg-v6.cali", kind: "wireguard", overhead: 80, what: "IPv6 WireGuard", unused: wireguard(true)},
+	}
+}
+
+// Checks returns the checks of Calico's own links: links/tunl0, links/vxlan.calico,
+// links/vxlan-v6.calico, links/wireguard.cali, links/wg-v6.cali and links/cali-veths. They only
+// read; Calico creates and repairs its links itself.
+func Checks(c *Client, cfg Config) []check.Check {
+	snapshot := cfg.Snapshot
+	if snapshot == nil {
+		snapshot = c.Snapshot
+	}
+	var checks []check.Check
+	for _, spec := range calicoLinks() {
+		checks = append(checks, linkCheck(snapshot, cfg, spec))
+	}
+	return append(checks, vethCheck(snapshot, cfg))
+}
+
+func linkCheck(snapshot func(context.Context) (host.Snapshot, error), cfg Config, spec linkSpec) check.Check {
+	return check.Check{Name: "links/" + spec.name, Verify: func(ctx context.Context) check.Result {
+		if why := spec.unused(cfg); why != "" {
+			return check.Skipped("NotUsed", "%s is not needed: %s", spec.name, why)
+		}
+		if !cfg.started() {
+			return check.Skipped("CalicoNotStarted", "calico-node has not run on this node yet, so it has not created %s", spec.name)
+		}
+		snap, err := snapshot(ctx)
+		if err != nil {
+			return check.Errored(err)
+		}
+		uplink, uplinkErr := findUplink(ctx, cfg, snap)
+		return verifyLink(snap, spec, uplink, uplinkErr)
+	}}
+}
+
+func findUplink(ctx context.Context, cfg Config, snap host.Snapshot) (host.Interface, error) {
+	if cfg.Uplink == nil {
+		return host.Interface{}, fmt.Errorf("no uplink is known")
+	}
+	name, err := cfg.Uplink(ctx, snap)
+	if err != nil {
+		return host.Interface{}, fmt.Errorf("find uplink: %w", err)
+	}
+	u, ok := snap.Interface(name)
+	if !ok {
+		return host.Interface{}, fmt.Errorf("uplink %q does not exist", name)
+	}
+	return u, nil
+}
+
+// verifyLink is the whole judgement of one Calico link in snap, so tests can run it with
+// stand-in links (a TUN for tunl0) by changing spec.kind. uplinkErr says why uplink is unknown.
+func verifyLink(snap host.Snapshot, spec linkSpec, uplink host.Interface, uplinkErr error) check.Result {
+	l, ok := snap.Interface(spec.name)
+	if !ok {
+		return check.Failed("LinkMissing", "%s is missing although calico-node has run on this node; Calico needs the %s kernel module to create it", spec.name, spec.kind)
+	}
+	facts := map[string]string{"type": l.Type, "mtu": strconv.Itoa(l.MTU), "up": strconv.FormatBool(l.Up)}
+	if l.Type != spec.kind {
+		return withFacts(check.Failed("LinkWrongType", "%s is a %s link, want %s", spec.name, l.Type, spec.kind), facts)
+	}
+
+	var reasons, problems []string
+	fail := func(reason, format string, args ...any) {
+		reasons = append(reasons, reason)
+		problems = append(problems, fmt.Sprintf(format, args...))
+	}
+	if spec.vxlan != (host.VXLAN{}) {
+		var got host.VXLAN
+		if l.VXLAN != nil {
+			got = *l.VXLAN
+		}
+		facts["vni"], facts["port"] = strconv.Itoa(got.VNI), strconv.Itoa(got.Port)
+		if got != spec.vxlan {
+			fail("VXLANMismatch", "has VNI %d, port %d (want VNI %d, port %d)", got.VNI, got.Port, spec.vxlan.VNI, spec.vxlan.Port)
+		}
+	}
+	if !l.Up {
+		fail("LinkDown", "is down")
+	}
+	var mtuNote string
+	if uplinkErr != nil {
+		mtuNote = fmt.Sprintf("; its MTU is not checked: %v", uplinkErr)
+	} else {
+		want := uplink.MTU - spec.overhead
+		facts["expectedMTU"], facts["uplink"] = strconv.Itoa(want), uplink.Name
+		mtuNote = fmt.Sprintf(", within the %d that uplink %s allows", want, uplink.Name)
+		if l.MTU > want {
+			fail("MTUTooLarge", "has MTU %d, above %d (MTU %d of uplink %s minus %d for %s)", l.MTU, want, uplink.MTU, uplink.Name, spec.overhead, spec.what)
+		}
+	}
+	if len(problems) > 0 {
+		return withFacts(check.Failed(reasons[0], "%s %s", spec.name, joinClauses(problems)), facts)
+	}
+	return withFacts(check.Passed("%s is an up %s link with MTU %d%s", spec.name, l.Type, l.MTU, mtuNote), facts)
+}
+
+// joinClauses joins "a", "b", "c" as "a, b and c".
+func joinClauses(s []string) string {
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
+}
+
+func withFacts(r check.Result, facts map[string]string) check.Result {
+	r.Facts = facts
+	return r
+}
+
+func vethCheck(snapshot func(context.Context) (host.Snapshot, error), cfg Config) check.Check {
+	return check.Check{Name: "links/cali-veths", Verify: func(ctx context.Context) check.Result {
+		if !cfg.started() {
+			return check.Skipped("CalicoNotStarted", "calico-node has not run on this node yet, so no pod has a cali* veth")
+		}
+		snap, err := snapshot(ctx)
+		if err != nil {
+			return check.Errored(err)
+		}
+		return verifyCaliVeths(snap)
+	}}
+}
+
+// maxNamed bounds how many down veths a message names; the facts list them all.
+const maxNamed = 5
+
+// verifyCaliVeths checks the host ends of the pods' veths, which Calico's CNI plugin names cali*.
+func verifyCaliVeths(snap host.Snapshot) check.Result {
+	var total int
+	var down []string
+	for _, i := range snap.Interfaces {
+		if i.Type != "veth" || !strings.HasPrefix(i.Name, "cali") {
+			continue
+		}
+		total++
+		if !i.Up {
+			down = append(down, i.Name)
+		}
+	}
+	if total == 0 {
+		return check.Skipped("NoCaliVeths", "no cali* veths exist: no pod on this node uses Calico networking yet")
+	}
+	if len(down) == 0 {
+		return check.Passed("all %d cali* veths are up", total).With("veths", strconv.Itoa(total))
+	}
+	named := strings.Join(down[:min(len(down), maxNamed)], ", ")
+	if len(down) > maxNamed {
+		named += fmt.Sprintf(" and %d more", len(down)-maxNamed)
+	}
+	return withFacts(check.Failed("VethDown",
+		"%d of %d cali* veths are down (%s); NetworkManager takes a veth down when it stops managing it, so keep cali* in its unmanaged-devices",
+		len(down), total, named), map[string]string{"veths": strconv.Itoa(total), "down": strings.Join(down, ",")})
+}
