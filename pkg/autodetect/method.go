@@ -57,6 +57,10 @@ func ParseMethod(s string) (Method, error) {
 				return Method{}, fmt.Errorf("invalid regex %q in autodetection method %q", r, s)
 			}
 		}
+		// calico-node compiles only the joined list, and detects nothing when that fails.
+		if _, err := regexp.Compile(joinRegexes(m.Args)); err != nil {
+			return Method{}, fmt.Errorf("invalid regex list in autodetection method %q: calico-node joins it into %q, which does not compile (an unterminated \\Q?)", s, joinRegexes(m.Args))
+		}
 	case CIDR:
 		m.Args = listSep.Split(arg, -1)
 		for _, c := range m.Args {
@@ -64,7 +68,7 @@ func ParseMethod(s string) (Method, error) {
 			if err != nil {
 				return Method{}, fmt.Errorf("invalid CIDR %q in autodetection method %q", c, s)
 			}
-			m.CIDRs = append(m.CIDRs, p.Masked())
+			m.CIDRs = append(m.CIDRs, masked(p))
 		}
 	case CanReach:
 		if !validDestination(arg) {
@@ -75,6 +79,16 @@ func ParseMethod(s string) (Method, error) {
 		return Method{}, fmt.Errorf("unknown autodetection method %q: want first-found, kubernetes-internal-ip, can-reach=, interface=, skip-interface= or cidr=", s)
 	}
 	return m, nil
+}
+
+// masked returns the network calico-node's net.ParseCIDR yields: host bits cleared, and an
+// IPv4-mapped network of /96 or longer taken as the IPv4 network it maps.
+func masked(p netip.Prefix) netip.Prefix {
+	p = p.Masked()
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p
 }
 
 var hostname = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$`)
