@@ -12,8 +12,18 @@ if [[ -x $out/kube-apiserver && -x $out/kubectl && -x $out/etcd ]]; then
   exit 0
 fi
 
+# Test binaries of several packages may ask at once (go test ./... runs them in parallel): one
+# builds, the others wait for it and then find the cache warm.
+mkdir -p "$cache"
+exec 9>"$cache/.kube-$KUBE_VERSION.lock"
+flock 9
+if [[ -x $out/kube-apiserver && -x $out/kubectl && -x $out/etcd ]]; then
+  echo "$out"
+  exit 0
+fi
+
 staging_version="v0.${KUBE_VERSION#v1.}"
-work=$(mktemp -d "$cache/build.XXXXXX" 2>/dev/null || { mkdir -p "$cache"; mktemp -d "$cache/build.XXXXXX"; })
+work=$(mktemp -d "$cache/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 
