@@ -1,0 +1,81 @@
+package firewalld_test
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/calico-prep/calico-prep/pkg/check"
+	"github.com/calico-prep/calico-prep/pkg/firewalld"
+	"github.com/calico-prep/calico-prep/test/testbed"
+)
+
+// BenchmarkReloadToVerified measures the time from firewalld's Reloaded signal arriving to a
+// reconcile pass that finds (or makes) every rule present again, and the D-Bus calls of that
+// pass. Run at least 50 reloads: go test -run '^$' -bench ReloadToVerified -benchtime 60x.
+//
+//   - verify: a plain reload; the runtime configuration comes back from the permanent one and
+//     the pass only verifies.
+//   - reapply: before each reload another client removes calico-prep's permanent 179/tcp, so
+//     the reload takes it out of the runtime configuration as well and the pass must add it back
+//     to both, then verify.
+func BenchmarkReloadToVerified(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		reapply bool
+	}{{"verify", false}, {"reapply", true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			ctx := testContext(b)
+			n := testbed.Up(b, testbed.Options{Name: "bench", Firewalld: true, Calico: true})
+			c := dial(b, ctx, n)
+			checks := firewalld.Checks(c, options(n, netip.MustParsePrefix("10.65.128.0/24")))
+			failIfNotReady(b, run(ctx, check.Reconcile, checks))
+			events, err := c.Watch(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			operator := dial(b, ctx, n)
+			var took []time.Duration
+			var calls []uint64
+			for b.Loop() {
+				b.StopTimer()
+				if bc.reapply {
+					pz, err := operator.ConfigZone(ctx, defaultZone)
+					if err == nil {
+						err = pz.RemovePort(ctx, "179", "tcp")
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+				reloaded := make(chan error, 1)
+				go func() { reloaded <- operator.Reload(ctx) }()
+				var ev firewalld.Event
+				for ev.Kind != firewalld.Reloaded {
+					select {
+					case ev = <-events:
+					case <-ctx.Done():
+						b.Fatal("no Reloaded signal")
+					}
+				}
+				before := c.Calls()
+				rep := run(ctx, check.Reconcile, checks)
+				took = append(took, time.Since(ev.Received))
+				calls = append(calls, c.Calls()-before)
+				failIfNotReady(b, rep)
+				if err := <-reloaded; err != nil {
+					b.Fatal(err)
+				}
+			}
+			slices.Sort(took)
+			slices.Sort(calls)
+			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+			b.ReportMetric(ms(took[len(took)/2]), "median-ms")
+			b.ReportMetric(ms(took[(len(took)*99+99)/100-1]), "p99-ms")
+			b.ReportMetric(float64(calls[len(calls)/2]), "calls/pass")
+			b.ReportMetric(float64(calls[len(calls)-1]), "max-calls/pass")
+		})
+	}
+}

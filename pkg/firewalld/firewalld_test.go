@@ -1,0 +1,776 @@
+package firewalld_test
+
+// Integration tests against real firewalld on a private bus inside a test-bed node. They need
+// root and fail, not skip, when the test bed cannot start.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/calico-prep/calico-prep/pkg/check"
+	"github.com/calico-prep/calico-prep/pkg/config"
+	"github.com/calico-prep/calico-prep/pkg/firewalld"
+	"github.com/calico-prep/calico-prep/test/testbed"
+)
+
+const defaultZone = "public" // Debian's firewalld.conf
+
+func testContext(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func dial(t testing.TB, ctx context.Context, n *testbed.Node) *firewalld.Client {
+	t.Helper()
+	c, err := firewalld.Dial(ctx, n.BusAddress)
+	if err != nil {
+		t.Fatalf("dial node %s: %v", n.Name, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// options are the default configuration's: BGP with IPIP, forwarding on, the node's pod CIDR.
+func options(n *testbed.Node, podCIDR netip.Prefix) firewalld.Options {
+	return firewalld.Options{
+		Mode:          config.ModeOn,
+		NodeInterface: func(context.Context) (string, error) { return n.Uplink, nil },
+		Rules:         firewalld.Rules(firewalld.RuleInput{BGP: true, Encapsulation: config.EncapIPIP}),
+		Forwarding:    true,
+		PodCIDRs:      []netip.Prefix{podCIDR},
+		StateDir:      n.StateDir,
+	}
+}
+
+func run(ctx context.Context, mode check.Mode, checks []check.Check) check.Report {
+	r := check.Runner{Mode: mode}
+	return r.Run(ctx, checks)
+}
+
+func nft(t testing.TB, ctx context.Context, n *testbed.Node) string {
+	t.Helper()
+	out, err := n.Exec(ctx, "nft", "list", "ruleset")
+	if err != nil {
+		t.Fatalf("nft list ruleset: %v", err)
+	}
+	return string(out)
+}
+
+// chain returns the body of one chain of firewalld's table in nft's listing.
+func chain(ruleset, name string) string {
+	_, rest, ok := strings.Cut(ruleset, "\tchain "+name+" {")
+	if !ok {
+		return ""
+	}
+	body, _, _ := strings.Cut(rest, "\n\t}")
+	return body
+}
+
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func failIfNotReady(t testing.TB, rep check.Report) {
+	t.Helper()
+	if !rep.Ready {
+		for _, e := range rep.Entries {
+			t.Logf("%s: %s %s: %s %s", e.Name, e.Status, e.Reason, e.Message, e.ApplyError)
+		}
+		t.Fatal("not ready")
+	}
+}
+
+// The test-bed uplink is bound to no zone, so the rules land in the default zone.
+func TestApplyReadBack(t *testing.T) {
+	ctx := testContext(t)
+	n := testbed.Up(t, testbed.Options{Name: "apply", Firewalld: true, Calico: true})
+	c := dial(t, ctx, n)
+	opts := options(n, netip.MustParsePrefix("10.65.128.0/24"))
+	opts.Rules = firewalld.Rules(firewalld.RuleInput{BGP: true, Typha: true, WireGuard: true, IPv6: true,
+		Encapsulation: config.EncapIPIP, Extra: []config.Port{{From: 30000, To: 32767, Protocol: "tcp"}}})
+	checks := firewalld.Checks(c, opts)
+
+	before := nft(t, ctx, n)
+	plan := run(ctx, check.DryRun, checks)
+	for _, e := range plan.Entries[1:] {
+		if e.Status != check.Fail || !e.WouldApply || !strings.Contains(e.Message, "would ") {
+			t.Errorf("dry run %s: %s %s %q, want a failing entry with a plan", e.Name, e.Status, e.Reason, e.Message)
+		}
+	}
+	if e, _ := plan.Entry("firewalld/port-179-tcp"); e.Facts["zone"] != defaultZone || e.Facts["runtime"] != "false" {
+		t.Errorf("dry run port-179-tcp facts = %v, want zone %s, runtime false", e.Facts, defaultZone)
+	}
+	if after := nft(t, ctx, n); after != before {
+		t.Error("the dry run changed the ruleset")
+	}
+	if _, err := os.Stat(filepath.Join(n.StateDir, "firewalld.json")); !os.IsNotExist(err) {
+		t.Errorf("the dry run wrote state: %v", err)
+	}
+
+	failIfNotReady(t, run(ctx, check.Reconcile, checks))
+
+	// Read back over D-Bus: runtime and permanent.
+	pz, err := c.ConfigZone(ctx, defaultZone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []struct{ Port, Protocol string }{{"179", "tcp"}, {"5473", "tcp"}, {"51820", "udp"}, {"51821", "udp"}, {"30000-32767", "tcp"}} {
+		rt, err1 := c.QueryPort(ctx, defaultZone, p.Port, p.Protocol)
+		perm, err2 := pz.QueryPort(ctx, p.Port, p.Protocol)
+		if err := errors.Join(err1, err2); err != nil || !rt || !perm {
+			t.Errorf("port %s/%s: runtime %t, permanent %t, err %v; want both", p.Port, p.Protocol, rt, perm, err)
+		}
+	}
+	rt, err1 := c.QueryProtocol(ctx, defaultZone, "ipencap")
+	perm, err2 := pz.QueryProtocol(ctx, "ipencap")
+	if err := errors.Join(err1, err2); err != nil || !rt || !perm {
+		t.Errorf("protocol ipencap: runtime %t, permanent %t, err %v; want both", rt, perm, err)
+	}
+	for _, bad := range []string{"ipip", "94"} {
+		if on, _ := c.QueryProtocol(ctx, defaultZone, bad); on {
+			t.Errorf("protocol %s (94) is open; IPIP is protocol 4", bad)
+		}
+	}
+
+	// Read back with nft in the node's namespace.
+	rs := nft(t, ctx, n)
+	in := chain(rs, "filter_IN_"+defaultZone+"_allow")
+	for _, want := range []string{"tcp dport 179 accept", "tcp dport 5473 accept", "udp dport 51820 accept",
+		"udp dport 51821 accept", "tcp dport 30000-32767 accept", "meta l4proto ipencap accept"} {
+		if !strings.Contains(in, want) {
+			t.Errorf("chain filter_IN_%s_allow lacks %q:\n%s", defaultZone, want, in)
+		}
+	}
+	if fwd := chain(rs, "filter_FORWARD_POLICIES_pre"); !strings.Contains(fwd, firewalld.ForwardingPolicy) || !strings.Contains(fwd, `oifname "cali*"`) {
+		t.Errorf("forward policy dispatch lacks %s for cali*:\n%s", firewalld.ForwardingPolicy, fwd)
+	}
+	if !strings.Contains(rs, `ip saddr 10.65.128.0/24 accept`) {
+		t.Errorf("ruleset lacks the pod CIDR rule of %s", firewalld.PodCIDRPolicy)
+	}
+	zoneFile := string(readFile(t, filepath.Join(n.FirewalldDir, "zones", defaultZone+".xml")))
+	for _, want := range []string{`<port port="179" protocol="tcp"/>`, `<protocol value="ipencap"/>`} {
+		if !strings.Contains(zoneFile, want) {
+			t.Errorf("permanent zone file lacks %s:\n%s", want, zoneFile)
+		}
+	}
+	for _, f := range []string{"zones/" + firewalld.ForwardingZone + ".xml", "policies/" + firewalld.ForwardingPolicy + ".xml", "policies/" + firewalld.PodCIDRPolicy + ".xml"} {
+		if _, err := os.Stat(filepath.Join(n.FirewalldDir, f)); err != nil {
+			t.Errorf("permanent configuration lacks %s: %v", f, err)
+		}
+	}
+
+	// A second run changes nothing: no apply, same ruleset, same files, same state.
+	files := func() string {
+		return string(readFile(t, filepath.Join(n.FirewalldDir, "zones", defaultZone+".xml"))) +
+			string(readFile(t, filepath.Join(n.StateDir, "firewalld.json")))
+	}
+	rs1, f1 := nft(t, ctx, n), files()
+	again := run(ctx, check.Reconcile, checks)
+	failIfNotReady(t, again)
+	for _, e := range again.Entries {
+		if e.Applied {
+			t.Errorf("second run applied %s", e.Name)
+		}
+	}
+	if rs2 := nft(t, ctx, n); rs2 != rs1 {
+		t.Error("second run changed the ruleset")
+	}
+	if f2 := files(); f2 != f1 {
+		t.Errorf("second run changed the zone file or the state:\n%s\n----\n%s", f1, f2)
+	}
+}
+
+// The zone is the node interface's when firewalld binds it to one.
+func TestZoneOfNodeInterface(t *testing.T) {
+	ctx := testContext(t)
+	n := testbed.Up(t, testbed.Options{Name: "zone", Firewalld: true})
+	c := dial(t, ctx, n)
+	if err := c.AddInterface(ctx, "internal", n.Uplink); err != nil {
+		t.Fatal(err)
+	}
+	opts := options(n, netip.MustParsePrefix("10.65.0.0/16"))
+	opts.Forwarding = false
+	failIfNotReady(t, run(ctx, check.Reconcile, firewalld.Checks(c, opts)))
+	for zone, want := range map[string]bool{"internal": true, defaultZone: false} {
+		if on, err := c.QueryPort(ctx, zone, "179", "tcp"); err != nil || on != want {
+			t.Errorf("179/tcp in zone %s: %t, %v; want %t", zone, on, err, want)
+		}
+	}
+	// An explicit zone wins.
+	opts.Zone = "work"
+	rep := run(ctx, check.Reconcile, firewalld.Checks(c, opts))
+	failIfNotReady(t, rep)
+	if e, _ := rep.Entry("firewalld/port-179-tcp"); e.Facts["zone"] != "work" {
+		t.Errorf("facts %v, want zone work", e.Facts)
+	}
+}
+
+// Before the agent, a TCP connect to 179 from a second node is rejected; after, accepted.
+func TestTrafficBGPPort(t *testing.T) {
+	ctx := testContext(t)
+	a := testbed.Up(t, testbed.Options{Name: "bgpa", Firewalld: true, UplinkAddr: netip.MustParsePrefix("192.168.79.11/24")})
+	b := testbed.Up(t, testbed.Options{Name: "bgpb", UplinkAddr: netip.MustParsePrefix("192.168.79.12/24")})
+	aAddr, bAddr := netip.MustParsePrefix("10.0.0.1/24"), netip.MustParsePrefix("10.0.0.2/24")
+	testbed.Connect(t, a, b, aAddr, bAddr)
+
+	var ln net.Listener
+	if err := a.Do(func() (err error) { ln, err = net.Listen("tcp", ":179"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.Close()
+		}
+	}()
+	connect := func() error {
+		return b.Do(func() error {
+			conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(aAddr.Addr(), 179).String(), 2*time.Second)
+			if err == nil {
+				conn.Close()
+			}
+			return err
+		})
+	}
+	if err := connect(); err == nil {
+		t.Fatal("TCP 179 reached node a before calico-prep opened it: the test shows nothing")
+	}
+	c := dial(t, ctx, a)
+	opts := options(a, netip.MustParsePrefix("10.65.0.0/16"))
+	opts.NodeInterface = func(context.Context) (string, error) { return "peer0", nil }
+	opts.Forwarding = false
+	failIfNotReady(t, run(ctx, check.Reconcile, firewalld.Checks(c, opts)))
+	if err := connect(); err != nil {
+		t.Fatalf("TCP 179 after calico-prep: %v", err)
+	}
+	if err := firewalld.Cleanup(ctx, c, a.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := connect(); err == nil {
+		t.Error("TCP 179 still reaches node a after cleanup")
+	}
+}
+
+// listen serves "ok\n" on addr inside the namespace at path until the test ends.
+func listen(t testing.TB, path, addr string) {
+	t.Helper()
+	var ln net.Listener
+	if err := testbed.InNetNS(path, func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = conn.Write([]byte("ok\n"))
+			conn.Close()
+		}
+	}()
+}
+
+// dialFrom connects from the namespace at path and reads listen's greeting.
+func dialFrom(path string, to netip.AddrPort) error {
+	return testbed.InNetNS(path, func() error {
+		conn, err := net.DialTimeout("tcp", to.String(), 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		buf := make([]byte, 3)
+		if err := conn.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(conn, buf); err != nil {
+			return fmt.Errorf("read greeting: %w", err)
+		}
+		if string(buf) != "ok\n" {
+			return fmt.Errorf("greeting %q, want \"ok\\n\"", buf)
+		}
+		return nil
+	})
+}
+
+// Connections forwarded through node a to a pod behind a cali veth, from that pod to another
+// node, and from the pod to node a itself work only with the forwarding zone and policies.
+func TestTrafficForwarding(t *testing.T) {
+	ctx := testContext(t)
+	a := testbed.Up(t, testbed.Options{Name: "fwda", Firewalld: true, Calico: true, UplinkAddr: netip.MustParsePrefix("192.168.79.21/24")})
+	b := testbed.Up(t, testbed.Options{Name: "fwdb", UplinkAddr: netip.MustParsePrefix("192.168.79.22/24")})
+	aAddr, bAddr := netip.MustParsePrefix("10.0.1.1/24"), netip.MustParsePrefix("10.0.1.2/24")
+	testbed.Connect(t, a, b, aAddr, bAddr)
+	podNS, podAddr := testbed.Pod(a)
+	if !podAddr.IsValid() {
+		t.Fatal("node a has no pod")
+	}
+	if _, err := a.Exec(ctx, "sysctl", "-w", "net.ipv4.ip_forward=1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Exec(ctx, "ip", "route", "add", podAddr.String()+"/32", "via", aAddr.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	listen(t, podNS, ":8080")
+	listen(t, b.NetNS, ":8081")
+	listen(t, a.NetNS, ":8082")
+	toPod := func() error { return dialFrom(b.NetNS, netip.AddrPortFrom(podAddr, 8080)) }
+	fromPod := func() error { return dialFrom(podNS, netip.AddrPortFrom(bAddr.Addr(), 8081)) }
+	// Input from the pod, accepted by the zone's target alone.
+	podToHost := func() error { return dialFrom(podNS, netip.AddrPortFrom(aAddr.Addr(), 8082)) }
+	blocked := func(when string) {
+		t.Helper()
+		if toPod() == nil {
+			t.Errorf("%s: node b reached the pod through node a", when)
+		}
+		if fromPod() == nil {
+			t.Errorf("%s: the pod reached node b through node a", when)
+		}
+		if podToHost() == nil {
+			t.Errorf("%s: the pod reached node a", when)
+		}
+	}
+	blocked("before calico-prep")
+	if t.Failed() {
+		t.Fatal("firewalld let the traffic through by itself: the test shows nothing")
+	}
+	c := dial(t, ctx, a)
+	opts := options(a, netip.PrefixFrom(podAddr, 24).Masked())
+	opts.Forwarding = false
+	failIfNotReady(t, run(ctx, check.Reconcile, firewalld.Checks(c, opts)))
+	blocked("with the ports open but without forwarding")
+	opts.Forwarding = true
+	failIfNotReady(t, run(ctx, check.Reconcile, firewalld.Checks(c, opts)))
+	if err := toPod(); err != nil {
+		t.Errorf("node b to the pod with forwarding applied: %v", err)
+	}
+	if err := fromPod(); err != nil {
+		t.Errorf("the pod to node b with forwarding applied: %v", err)
+	}
+	if err := podToHost(); err != nil {
+		t.Errorf("the pod to node a with forwarding applied: %v", err)
+	}
+	if err := firewalld.Cleanup(ctx, c, a.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	blocked("after cleanup")
+}
+
+// daemon is the agent's loop in miniature: a pass on every firewalld event.
+func daemon(ctx context.Context, t testing.TB, c *firewalld.Client, checks []check.Check) <-chan check.Report {
+	events, err := c.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan check.Report, 16)
+	go func() {
+		defer close(out)
+		for range events {
+			out <- run(ctx, check.Reconcile, checks)
+		}
+	}()
+	return out
+}
+
+// waitReady waits for a ready pass and returns it.
+func waitReady(t testing.TB, reports <-chan check.Report, what string) check.Report {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case rep, ok := <-reports:
+			if !ok {
+				t.Fatalf("%s: watch ended", what)
+			}
+			if rep.Ready {
+				return rep
+			}
+		case <-timeout:
+			t.Fatalf("%s: no ready pass within 30s", what)
+		}
+	}
+}
+
+// drain discards the reports of passes that are over.
+func drain(reports <-chan check.Report) {
+	for {
+		select {
+		case <-reports:
+		case <-time.After(500 * time.Millisecond):
+			return
+		}
+	}
+}
+
+// Rules come back after a reload and after firewalld is killed and restarted, with nothing but
+// the watch to trigger the agent. An operator removes calico-prep's permanent rule before the
+// reload, so the rule comes back only if the agent re-applies it.
+func TestStaysApplied(t *testing.T) {
+	ctx := testContext(t)
+	n := testbed.Up(t, testbed.Options{Name: "stay", Firewalld: true, Calico: true})
+	c := dial(t, ctx, n)
+	checks := firewalld.Checks(c, options(n, netip.MustParsePrefix("10.65.128.0/24")))
+	failIfNotReady(t, run(ctx, check.Reconcile, checks))
+	reports := daemon(ctx, t, c, checks)
+
+	other := dial(t, ctx, n)
+	pz, err := other.ConfigZone(ctx, defaultZone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pz.RemovePort(ctx, "179", "tcp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep := waitReady(t, reports, "after reload")
+	if e, _ := rep.Entry("firewalld/port-179-tcp"); !e.Applied {
+		t.Errorf("the pass after the reload did not re-apply 179/tcp: %+v", e)
+	}
+	if on, err := other.QueryPort(ctx, defaultZone, "179", "tcp"); err != nil || !on {
+		t.Fatalf("179/tcp after reload: %t, %v", on, err)
+	}
+
+	drain(reports)
+	if err := n.KillFirewalld(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.StartFirewalld(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, reports, "after restart")
+	if !strings.Contains(chain(nft(t, ctx, n), "filter_IN_"+defaultZone+"_allow"), "tcp dport 179 accept") {
+		t.Error("ruleset lacks 179/tcp after the restart")
+	}
+}
+
+// Objects of calico-prep's names that calico-prep did not create are refused and left alone;
+// its own, recognised by their description, are adopted when the state was lost.
+func TestOwnership(t *testing.T) {
+	ctx := testContext(t)
+	n := testbed.Up(t, testbed.Options{Name: "own", Firewalld: true, Calico: true})
+	c := dial(t, ctx, n)
+	opts := options(n, netip.MustParsePrefix("10.65.128.0/24"))
+
+	if _, err := c.AddConfigZone(ctx, firewalld.ForwardingZone, firewalld.ZoneSettings{Short: "someone else's", Target: "DROP"}); err != nil {
+		t.Fatal(err)
+	}
+	zoneFile := filepath.Join(n.FirewalldDir, "zones", firewalld.ForwardingZone+".xml")
+	original := readFile(t, zoneFile)
+	rep := run(ctx, check.Reconcile, firewalld.Checks(c, opts))
+	e, _ := rep.Entry("firewalld/forwarding-zone")
+	if e.Reason != "ZoneNotOwned" || !strings.Contains(e.ApplyError, "not created by calico-prep") {
+		t.Errorf("forwarding-zone with a foreign zone: %s %q, apply error %q", e.Reason, e.Message, e.ApplyError)
+	}
+	if after := readFile(t, zoneFile); !bytes.Equal(after, original) {
+		t.Errorf("the foreign zone changed:\n%s", after)
+	}
+	if e, _ := rep.Entry("firewalld/forwarding-policy"); !strings.Contains(e.ApplyError, "not created by calico-prep") {
+		t.Errorf("forwarding-policy with a foreign zone: apply error %q", e.ApplyError)
+	}
+	if _, err := os.Stat(filepath.Join(n.FirewalldDir, "policies", firewalld.ForwardingPolicy+".xml")); !os.IsNotExist(err) {
+		t.Errorf("a policy into the foreign zone was created: %v", err)
+	}
+	// Looked up afresh: the reloads since have renumbered firewalld's zone objects.
+	theirs, err := c.ConfigZone(ctx, firewalld.ForwardingZone)
+	if err == nil {
+		err = theirs.Remove(ctx)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	failIfNotReady(t, run(ctx, check.Reconcile, firewalld.Checks(c, opts)))
+	if err := os.Remove(filepath.Join(n.StateDir, "firewalld.json")); err != nil {
+		t.Fatal(err)
+	}
+	// With the record gone the rules in the public zone look like the operator's, but the zone
+	// and policies carry calico-prep's mark.
+	failIfNotReady(t, run(ctx, check.Reconcile, firewalld.Checks(c, opts)))
+	if err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ZoneSettings(ctx, firewalld.ForwardingZone); !errors.Is(err, firewalld.ErrInvalidZone) {
+		t.Errorf("the adopted zone survived cleanup: %v", err)
+	}
+	if on, _ := c.QueryPort(ctx, defaultZone, "179", "tcp"); !on {
+		t.Error("cleanup removed 179/tcp, which after the lost record counts as the operator's")
+	}
+	if err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
+		t.Errorf("a second cleanup: %v", err)
+	}
+}
+
+// An operator's permanent rules, one of them a rule calico-prep also needs, survive apply and
+// cleanup byte for byte.
+func TestOperatorRulesSurvive(t *testing.T) {
+	ctx := testContext(t)
+	n := testbed.Up(t, testbed.Options{Name: "keep", Firewalld: true, Calico: true})
+	c := dial(t, ctx, n)
+	pz, err := c.ConfigZone(ctx, defaultZone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"8443", "179"} {
+		if err := pz.AddPort(ctx, p, "tcp"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	zoneFile := filepath.Join(n.FirewalldDir, "zones", defaultZone+".xml")
+	original := readFile(t, zoneFile)
+	rulesetBefore := nft(t, ctx, n)
+
+	failIfNotReady(t, run(ctx, check.Reconcile, firewalld.Checks(c, options(n, netip.MustParsePrefix("10.65.128.0/24")))))
+	if applied := readFile(t, zoneFile); !bytes.Contains(applied, []byte(`<port port="8443" protocol="tcp"/>`)) ||
+		!bytes.Contains(applied, []byte(`<protocol value="ipencap"/>`)) {
+		t.Errorf("zone file after apply:\n%s", applied)
+	}
+	if err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	if after := readFile(t, zoneFile); !bytes.Equal(after, original) {
+		t.Errorf("zone file after cleanup differs:\n%s\n---- was ----\n%s", after, original)
+	}
+	if after := nft(t, ctx, n); after != rulesetBefore {
+		t.Errorf("ruleset after cleanup differs:\n%s\n---- was ----\n%s", after, rulesetBefore)
+	}
+	for _, f := range []string{"zones/" + firewalld.ForwardingZone + ".xml", "policies/" + firewalld.ForwardingPolicy + ".xml"} {
+		if _, err := os.Stat(filepath.Join(n.FirewalldDir, f)); !os.IsNotExist(err) {
+			t.Errorf("%s survived cleanup: %v", f, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(n.StateDir, "firewalld.json")); !os.IsNotExist(err) {
+		t.Errorf("state survived cleanup: %v", err)
+	}
+}
+
+// Wrong input is a clear error and changes nothing.
+func TestWrongInput(t *testing.T) {
+	ctx := testContext(t)
+	n := testbed.Up(t, testbed.Options{Name: "wrong", Firewalld: true, Calico: true})
+	c := dial(t, ctx, n)
+	tests := []struct {
+		name    string
+		edit    func(*firewalld.Options)
+		wantErr string
+	}{
+		{"unknown protocol", func(o *firewalld.Options) { o.Rules = append(o.Rules, firewalld.Rule{IPProtocol: "foo"}) }, `"foo": unknown IP protocol`},
+		{"ipip instead of ipencap", func(o *firewalld.Options) { o.Rules = append(o.Rules, firewalld.Rule{IPProtocol: "ipip"}) }, "protocol 94"},
+		{"port out of range", func(o *firewalld.Options) {
+			o.Rules = append(o.Rules, firewalld.Rule{Port: config.Port{From: 0, To: 0, Protocol: "tcp"}})
+		}, "port out of range"},
+		{"zone that does not exist", func(o *firewalld.Options) { o.Zone = "nosuch" }, `firewalld zone "nosuch" does not exist`},
+	}
+	zoneFile := filepath.Join(n.FirewalldDir, "zones", defaultZone+".xml")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := nft(t, ctx, n)
+			fileBefore, _ := os.ReadFile(zoneFile)
+			opts := options(n, netip.MustParsePrefix("10.65.128.0/24"))
+			tt.edit(&opts)
+			rep := run(ctx, check.Reconcile, firewalld.Checks(c, opts))
+			applyErrs := 0
+			for _, e := range rep.Entries {
+				if e.Applied {
+					t.Errorf("%s was applied", e.Name)
+				}
+				if e.ApplyError != "" {
+					applyErrs++
+					if !strings.Contains(e.ApplyError, tt.wantErr) {
+						t.Errorf("%s: apply error %q, want it to contain %q", e.Name, e.ApplyError, tt.wantErr)
+					}
+				}
+			}
+			if applyErrs == 0 {
+				t.Error("no apply failed")
+			}
+			if after := nft(t, ctx, n); after != before {
+				t.Error("the ruleset changed")
+			}
+			if fileAfter, _ := os.ReadFile(zoneFile); !bytes.Equal(fileAfter, fileBefore) {
+				t.Errorf("the permanent zone file changed:\n%s", fileAfter)
+			}
+			if _, err := os.Stat(filepath.Join(n.FirewalldDir, "zones", firewalld.ForwardingZone+".xml")); !os.IsNotExist(err) {
+				t.Errorf("the forwarding zone was created: %v", err)
+			}
+			if _, err := os.Stat(filepath.Join(n.StateDir, "firewalld.json")); !os.IsNotExist(err) {
+				t.Errorf("state was written: %v", err)
+			}
+		})
+	}
+	opts := options(n, netip.MustParsePrefix("10.65.128.0/24"))
+	opts.Zone = "nosuch"
+	rep := run(ctx, check.VerifyOnly, firewalld.Checks(c, opts))
+	if e, _ := rep.Entry("firewalld/port-179-tcp"); e.Reason != "ZoneNotFound" || !strings.Contains(e.Message, `"nosuch"`) {
+		t.Errorf("verify with a missing zone: %s %q", e.Reason, e.Message)
+	}
+}
+
+// Without firewalld on the bus every check is not applicable in auto mode and fails in on mode.
+func TestNotRunning(t *testing.T) {
+	ctx := testContext(t)
+	n := testbed.Up(t, testbed.Options{Name: "absent"}) // a bus, no firewalld
+	c := dial(t, ctx, n)
+	for _, tt := range []struct {
+		mode   config.Mode
+		client *firewalld.Client
+		want   check.Status
+	}{
+		{config.ModeAuto, c, check.NotApplicable},
+		{config.ModeOn, c, check.Fail},
+		{config.ModeAuto, nil, check.NotApplicable},
+		{config.ModeOn, nil, check.Fail},
+	} {
+		opts := options(n, netip.MustParsePrefix("10.65.128.0/24"))
+		opts.Mode = tt.mode
+		rep := run(ctx, check.Reconcile, firewalld.Checks(tt.client, opts))
+		if len(rep.Entries) != 5 {
+			t.Errorf("mode %s: %d checks, want 5", tt.mode, len(rep.Entries))
+		}
+		for _, e := range rep.Entries {
+			if e.Status != tt.want || e.Reason != "FirewalldNotRunning" {
+				t.Errorf("mode %s, client %t: %s = %s %s, want %s FirewalldNotRunning", tt.mode, tt.client != nil, e.Name, e.Status, e.Reason, tt.want)
+			}
+		}
+	}
+	opts := options(n, netip.MustParsePrefix("10.65.128.0/24"))
+	opts.Mode = config.ModeOff
+	if checks := firewalld.Checks(c, opts); len(checks) != 0 {
+		t.Errorf("mode off: %d checks, want none", len(checks))
+	}
+	for _, client := range []*firewalld.Client{c, nil} {
+		if err := firewalld.Cleanup(ctx, client, n.StateDir); err != nil {
+			t.Errorf("cleanup with nothing recorded, client %t: %v", client != nil, err)
+		}
+	}
+}
+
+// Cleanup while firewalld is down removes nothing, keeps the record and says why; once
+// firewalld is back it finishes the job.
+func TestCleanupWaitsForFirewalld(t *testing.T) {
+	ctx := testContext(t)
+	n := testbed.Up(t, testbed.Options{Name: "later", Firewalld: true, Calico: true})
+	c := dial(t, ctx, n)
+	failIfNotReady(t, run(ctx, check.Reconcile, firewalld.Checks(c, options(n, netip.MustParsePrefix("10.65.128.0/24")))))
+	stateFile := filepath.Join(n.StateDir, "firewalld.json")
+	recorded := readFile(t, stateFile)
+	if err := n.StopFirewalld(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := firewalld.Cleanup(ctx, c, n.StateDir); !errors.Is(err, firewalld.ErrNotRunning) {
+		t.Errorf("cleanup without firewalld = %v, want ErrNotRunning", err)
+	}
+	if got := readFile(t, stateFile); !bytes.Equal(got, recorded) {
+		t.Errorf("cleanup without firewalld changed the record:\n%s", got)
+	}
+	if err := n.StartFirewalld(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	if on, err := c.QueryPort(ctx, defaultZone, "179", "tcp"); err != nil || on {
+		t.Errorf("179/tcp after cleanup: %t, %v", on, err)
+	}
+	if _, err := os.Stat(stateFile); !os.IsNotExist(err) {
+		t.Errorf("state survived cleanup: %v", err)
+	}
+}
+
+// Watch delivers one event per reload (not firewalld's config.* signals), Stopped when
+// firewalld dies and Started once it runs again, and closes with its context.
+func TestWatch(t *testing.T) {
+	ctx := testContext(t)
+	n := testbed.Up(t, testbed.Options{Name: "watch", Firewalld: true})
+	c := dial(t, ctx, n)
+	wctx, stop := context.WithCancel(ctx)
+	events, err := c.Watch(wctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func(want firewalld.EventKind) {
+		t.Helper()
+		select {
+		case ev := <-events:
+			if ev.Kind != want || ev.Received.IsZero() {
+				t.Errorf("event %+v, want %s", ev, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no %s event", want)
+		}
+	}
+	for range 2 {
+		if err := c.Reload(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next(firewalld.Reloaded)
+	next(firewalld.Reloaded)
+	select {
+	case ev := <-events:
+		t.Errorf("two reloads gave a third event %+v", ev)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := n.KillFirewalld(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next(firewalld.Stopped)
+	if err := n.StartFirewalld(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next(firewalld.Started)
+	if info, err := c.Info(ctx); err != nil || info.State != "RUNNING" {
+		t.Errorf("after Started: %+v, %v; want RUNNING", info, err)
+	}
+	stop()
+	select {
+	case _, ok := <-events:
+		if ok {
+			t.Error("an event after the context ended")
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the channel stayed open after the context ended")
+	}
+
+	// A connection that goes away ends the watch too; the caller dials again.
+	events, err = c.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case _, ok := <-events:
+		if ok {
+			t.Error("an event after Close")
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the channel stayed open after Close")
+	}
+	if _, err := c.Info(ctx); !errors.Is(err, firewalld.ErrDisconnected) {
+		t.Errorf("a call after Close = %v, want ErrDisconnected", err)
+	}
+}

@@ -1,0 +1,142 @@
+package firewalld
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+)
+
+// stateFile is the record, under the state directory, of everything calico-prep added to
+// firewalld. Cleanup removes exactly what it lists. Something that was there before calico-prep
+// looked is never listed, so it is never removed.
+const stateFile = "firewalld.json"
+
+type state struct {
+	Rules    []ownedRule `json:"rules,omitempty"`
+	Zones    []string    `json:"zones,omitempty"`
+	Policies []string    `json:"policies,omitempty"`
+}
+
+// ownedRule is one rule in one zone, with the layers calico-prep added it to.
+type ownedRule struct {
+	Zone string `json:"zone"`
+	// Port and Protocol for a port rule ("179", "tcp"); IPProtocol for a protocol rule.
+	Port       string `json:"port,omitempty"`
+	Protocol   string `json:"protocol,omitempty"`
+	IPProtocol string `json:"ipProtocol,omitempty"`
+	Runtime    bool   `json:"runtime,omitempty"`
+	Permanent  bool   `json:"permanent,omitempty"`
+}
+
+func (o ownedRule) String() string {
+	if o.IPProtocol != "" {
+		return o.IPProtocol
+	}
+	return o.Port + "/" + o.Protocol
+}
+
+func ownedFor(zone string, r Rule) ownedRule {
+	if r.IPProtocol != "" {
+		return ownedRule{Zone: zone, IPProtocol: r.IPProtocol}
+	}
+	return ownedRule{Zone: zone, Port: r.portArg(), Protocol: r.Port.Protocol}
+}
+
+func (o ownedRule) same(p ownedRule) bool {
+	return o.Zone == p.Zone && o.Port == p.Port && o.Protocol == p.Protocol && o.IPProtocol == p.IPProtocol
+}
+
+// rule returns the recorded entry for the rule in zone, or one with no layer owned.
+func (s *state) rule(zone string, r Rule) ownedRule {
+	want := ownedFor(zone, r)
+	for _, o := range s.Rules {
+		if o.same(want) {
+			return o
+		}
+	}
+	return want
+}
+
+// setRule records o, or forgets it when it owns no layer.
+func (s *state) setRule(o ownedRule) {
+	s.Rules = slices.DeleteFunc(s.Rules, o.same)
+	if o.Runtime || o.Permanent {
+		s.Rules = append(s.Rules, o)
+	}
+}
+
+func (s *state) empty() bool {
+	return len(s.Rules) == 0 && len(s.Zones) == 0 && len(s.Policies) == 0
+}
+
+func loadState(dir string) (state, error) {
+	var s state
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return s, fmt.Errorf("read firewalld state: %w", err)
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, fmt.Errorf("parse firewalld state %q: %w", filepath.Join(dir, stateFile), err)
+	}
+	return s, nil
+}
+
+// save writes the state atomically (temp file, fsync, rename, fsync of the directory) so that a
+// crash leaves either the old record or the new one; an empty state removes the file.
+func (s state) save(dir string) error {
+	path := filepath.Join(dir, stateFile)
+	if s.empty() {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove firewalld state: %w", err)
+		}
+		return syncDir(dir)
+	}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode firewalld state: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create state directory %q: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+stateFile+".*")
+	if err != nil {
+		return fmt.Errorf("write firewalld state: %w", err)
+	}
+	defer func() { _ = os.Remove(tmp.Name()) }() // fails harmlessly after the rename
+	_, err = tmp.Write(append(b, '\n'))
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("write firewalld state %q: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sync state directory %q: %w", dir, err)
+	}
+	defer func() { _ = d.Close() }()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync state directory %q: %w", dir, err)
+	}
+	return nil
+}
