@@ -1,0 +1,188 @@
+package nodestatus
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Status is what the Node should say about this node's preparation.
+type Status struct {
+	Ready bool
+	// Reason is CamelCase: the first failing check's reason, or "Prepared".
+	Reason  string
+	Message string
+	// Report is the compact JSON report for the annotation.
+	Report string
+}
+
+func (s Status) label() string { return strconv.FormatBool(s.Ready) }
+
+func (s Status) conditionStatus() corev1.ConditionStatus {
+	if s.Ready {
+		return corev1.ConditionTrue
+	}
+	return corev1.ConditionFalse
+}
+
+// view is the client's latest knowledge of its Node, from the watch and from the responses to
+// its own writes, so that a pass that follows a write closely does not write again.
+type view struct {
+	mu   sync.Mutex
+	node *Node
+	uid  types.UID
+}
+
+func (v *view) set(n *corev1.Node) Node {
+	nn := nodeFrom(n)
+	v.mu.Lock()
+	v.node, v.uid = &nn, n.UID
+	v.mu.Unlock()
+	return nn
+}
+
+func (v *view) get() (*Node, types.UID) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.node, v.uid
+}
+
+// Seen reports whether the node has been seen; Publish needs it, because a server-side apply to
+// a missing Node would create one.
+func (c *Client) Seen() bool {
+	n, _ := c.view.get()
+	return n != nil
+}
+
+// Publish writes the label, the report annotation and the condition where they differ from the
+// Node as last seen, and returns how many writes it made (0 on a steady node). Both writes are
+// server-side applies with field manager calico-prep: the label and annotation on the Node, the
+// condition through the status subresource, so calico-prep owns exactly its own fields and
+// coexists with kubelet and node-problem-detector.
+func (c *Client) Publish(ctx context.Context, want Status) (writes int, err error) {
+	seen, _ := c.view.get()
+	if seen == nil {
+		return 0, fmt.Errorf("publish to node %q: not seen yet", c.node)
+	}
+	if seen.Labels[LabelReady] != want.label() || seen.Annotations[AnnotationReport] != want.Report {
+		body := map[string]any{
+			"apiVersion": "v1", "kind": "Node",
+			"metadata": map[string]any{
+				"name":        c.node,
+				"labels":      map[string]string{LabelReady: want.label()},
+				"annotations": map[string]string{AnnotationReport: want.Report},
+			},
+		}
+		if err := c.apply(ctx, body); err != nil {
+			return writes, err
+		}
+		writes++
+	}
+	cond := seen.Condition
+	if cond == nil || cond.Status != want.conditionStatus() || cond.Reason != want.Reason || cond.Message != want.Message {
+		now := metav1.NewTime(c.now())
+		transition := now
+		if cond != nil && cond.Status == want.conditionStatus() {
+			transition = cond.LastTransitionTime
+		}
+		body := map[string]any{
+			"apiVersion": "v1", "kind": "Node",
+			"metadata": map[string]any{"name": c.node},
+			"status": map[string]any{"conditions": []corev1.NodeCondition{{
+				Type:               ConditionType,
+				Status:             want.conditionStatus(),
+				Reason:             want.Reason,
+				Message:            want.Message,
+				LastHeartbeatTime:  now,
+				LastTransitionTime: transition,
+			}}},
+		}
+		if err := c.apply(ctx, body, "status"); err != nil {
+			return writes, err
+		}
+		writes++
+	}
+	return writes, nil
+}
+
+func (c *Client) apply(ctx context.Context, body map[string]any, subresource ...string) error {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	res, err := c.rc.Patch(types.ApplyPatchType).Resource("nodes").Name(c.node).SubResource(subresource...).
+		Param("fieldManager", FieldManager).Param("force", "true").
+		Body(data).DoRaw(ctx)
+	if err != nil {
+		return fmt.Errorf("apply node %q %v: %w", c.node, subresource, err)
+	}
+	var n corev1.Node
+	if err := json.Unmarshal(res, &n); err != nil {
+		return fmt.Errorf("decode node %q: %w", c.node, err)
+	}
+	c.view.set(&n)
+	return nil
+}
+
+// Event records a transition on the Node, as kubelet does for its own events.
+func (c *Client) Event(ctx context.Context, warning bool, reason, message string) error {
+	_, uid := c.view.get()
+	now := metav1.NewTime(c.now())
+	typ := corev1.EventTypeNormal
+	if warning {
+		typ = corev1.EventTypeWarning
+	}
+	ev := corev1.Event{
+		TypeMeta:            metav1.TypeMeta{APIVersion: "v1", Kind: "Event"},
+		ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", c.node, now.UnixNano()), Namespace: EventNamespace},
+		InvolvedObject:      corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: c.node, UID: uid},
+		Reason:              reason,
+		Message:             message,
+		Type:                typ,
+		Source:              corev1.EventSource{Component: FieldManager, Host: c.node},
+		FirstTimestamp:      now,
+		LastTimestamp:       now,
+		Count:               1,
+		ReportingController: FieldManager,
+		ReportingInstance:   c.node,
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	if err := c.rc.Post().Namespace(EventNamespace).Resource("events").Body(data).Do(ctx).Error(); err != nil {
+		return fmt.Errorf("create event %q on node %q: %w", reason, c.node, err)
+	}
+	return nil
+}
+
+// CountNodes returns the number of nodes in the cluster with one cheap list (limit=1, metadata
+// only): the server reports how many items remain.
+func (c *Client) CountNodes(ctx context.Context) (int64, error) {
+	res, err := c.rc.Get().Resource("nodes").Param("limit", "1").
+		SetHeader("Accept", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json").
+		DoRaw(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count nodes: %w", err)
+	}
+	var list struct {
+		Metadata struct {
+			RemainingItemCount *int64 `json:"remainingItemCount"`
+		} `json:"metadata"`
+		Items []json.RawMessage `json:"items"`
+	}
+	if err := json.Unmarshal(res, &list); err != nil {
+		return 0, fmt.Errorf("decode node list: %w", err)
+	}
+	n := int64(len(list.Items))
+	if list.Metadata.RemainingItemCount != nil {
+		n += *list.Metadata.RemainingItemCount
+	}
+	return n, nil
+}

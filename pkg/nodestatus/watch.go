@@ -1,0 +1,138 @@
+package nodestatus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// watchTimeout asks the API server to keep one watch open for hours: by default it closes
+// watches after 30–60 minutes, and each reconnect is a request from every node.
+const watchTimeout = 6 * time.Hour
+
+var errGone = errors.New("resource version too old")
+
+// Watch follows this node's object with a single-object watch (a field selector on its name,
+// never a list of all nodes). The first value is the current state: a watch without a resource
+// version starts with a synthetic ADDED event, so no separate GET is needed. Only the latest
+// state is kept when the reader is slow. The channel closes when ctx is done; connection errors
+// are retried with capped exponential backoff.
+func (c *Client) Watch(ctx context.Context) <-chan Node {
+	ch := make(chan Node, 1)
+	go func() {
+		defer close(ch)
+		rv := ""
+		b := Backoff{Min: time.Second, Max: time.Minute}
+		for {
+			got, err := c.watchOnce(ctx, &rv, ch)
+			if ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, errGone) {
+				rv = ""
+			}
+			if got {
+				b.Reset()
+			}
+			d := b.Next()
+			c.log.Warn("node watch ended; watching again", "node", c.node, "err", err, "retry_in", d)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(d):
+			}
+		}
+	}()
+	return ch
+}
+
+func (c *Client) watchOnce(ctx context.Context, rv *string, ch chan Node) (got bool, err error) {
+	req := c.rc.Get().Resource("nodes").
+		Param("fieldSelector", "metadata.name="+c.node).
+		Param("watch", "true").
+		Param("allowWatchBookmarks", "true").
+		Param("timeoutSeconds", strconv.Itoa(int(watchTimeout.Seconds())))
+	if *rv != "" {
+		req = req.Param("resourceVersion", *rv)
+	}
+	stream, err := req.Stream(ctx)
+	if err != nil {
+		return false, fmt.Errorf("watch node %q: %w", c.node, err)
+	}
+	defer func() { _ = stream.Close() }()
+	dec := json.NewDecoder(stream)
+	for {
+		var ev struct {
+			Type   string          `json:"type"`
+			Object json.RawMessage `json:"object"`
+		}
+		if err := dec.Decode(&ev); err != nil {
+			return got, fmt.Errorf("read node watch %q: %w", c.node, err)
+		}
+		switch ev.Type {
+		case "ADDED", "MODIFIED":
+			var n corev1.Node
+			if err := json.Unmarshal(ev.Object, &n); err != nil {
+				return got, fmt.Errorf("decode node %q: %w", c.node, err)
+			}
+			*rv = n.ResourceVersion
+			got = true
+			latest(ch, c.view.set(&n))
+		case "BOOKMARK":
+			var m struct {
+				Metadata metav1.ObjectMeta `json:"metadata"`
+			}
+			if json.Unmarshal(ev.Object, &m) == nil {
+				*rv = m.Metadata.ResourceVersion
+			}
+		case "ERROR":
+			var st metav1.Status
+			_ = json.Unmarshal(ev.Object, &st)
+			if st.Code == http.StatusGone {
+				return got, errGone
+			}
+			return got, fmt.Errorf("node watch %q: %s", c.node, st.Message)
+		}
+	}
+}
+
+// latest replaces an unread value so the reader always gets the newest state.
+func latest(ch chan Node, n Node) {
+	for {
+		select {
+		case ch <- n:
+			return
+		default:
+		}
+		select {
+		case <-ch:
+		default:
+		}
+	}
+}
+
+// Backoff is capped exponential backoff.
+type Backoff struct {
+	Min, Max time.Duration
+	cur      time.Duration
+}
+
+// Next returns the next delay: Min, 2·Min, … up to Max.
+func (b *Backoff) Next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.Min
+	} else {
+		b.cur = min(2*b.cur, b.Max)
+	}
+	return b.cur
+}
+
+// Reset starts again from Min.
+func (b *Backoff) Reset() { b.cur = 0 }
