@@ -29,8 +29,9 @@ const (
 	FactRule      = "rule"
 	FactRuntime   = "runtime"
 	FactPermanent = "permanent"
-	// FactDevicePrefix + device name → "unmanaged" or "managed" (NetworkManager).
-	FactDevicePrefix = "device/"
+	// FactUnmanagedPrefix + device name → "true" when NetworkManager leaves the device
+	// unmanaged (networkmanager.FactUnmanagedPrefix).
+	FactUnmanagedPrefix = "unmanaged/"
 	// FactLink and FactUp describe one Calico link.
 	FactLink = "link"
 	FactUp   = "up"
@@ -166,8 +167,8 @@ func (c reportCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(m.fwRule, prometheus.GaugeValue, boolValue(e.Facts[FactPermanent] == "true"), zone, rule, "permanent")
 		}
 		for k, v := range e.Facts {
-			if dev, ok := strings.CutPrefix(k, FactDevicePrefix); ok {
-				and(devices, aggregate(dev), v == "unmanaged")
+			if dev, ok := strings.CutPrefix(k, FactUnmanagedPrefix); ok {
+				and(devices, aggregate(dev), v == "true")
 			}
 		}
 		if link := e.Facts[FactLink]; link != "" {

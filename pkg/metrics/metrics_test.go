@@ -23,8 +23,8 @@ func sampleReport() check.Report {
 		r = r.With(FactRuntime, map[bool]string{true: "true", false: "false"}[runtime]).With(FactPermanent, map[bool]string{true: "true", false: "false"}[permanent])
 		return check.Entry{Name: name, Result: r}
 	}
-	nm := check.Passed("all unmanaged").With(FactDevicePrefix+"tunl0", "unmanaged").
-		With(FactDevicePrefix+"cali1234567890a", "unmanaged").With(FactDevicePrefix+"cali0987654321b", "managed")
+	nm := check.Passed("all unmanaged").With(FactUnmanagedPrefix+"tunl0", "true").
+		With(FactUnmanagedPrefix+"cali1234567890a", "true").With(FactUnmanagedPrefix+"cali0987654321b", "false")
 	return check.Report{
 		Time:  time.Unix(1_800_000_000, 0).UTC(),
 		Ready: false,
@@ -81,8 +81,6 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	}
 	m := New("v0.0.0-test")
 	m.Observe(sampleReport(), 42*time.Millisecond, time.Now())
-	srv := httptest.NewServer(m.Handler())
-	defer srv.Close()
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	cmd := exec.Command(promtool, "check", "metrics")

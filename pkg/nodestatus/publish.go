@@ -53,6 +53,15 @@ func (v *view) get() (*Node, types.UID) {
 	return v.node, v.uid
 }
 
+// Current returns the Node as last seen (from the watch or a write), if seen.
+func (c *Client) Current() (Node, bool) {
+	n, _ := c.view.get()
+	if n == nil {
+		return Node{}, false
+	}
+	return *n, true
+}
+
 // Seen reports whether the node has been seen; Publish needs it, because a server-side apply to
 // a missing Node would create one.
 func (c *Client) Seen() bool {

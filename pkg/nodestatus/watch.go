@@ -11,6 +11,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/calico-prep/calico-prep/pkg/backoff"
 )
 
 // watchTimeout asks the API server to keep one watch open for hours: by default it closes
@@ -29,7 +31,7 @@ func (c *Client) Watch(ctx context.Context) <-chan Node {
 	go func() {
 		defer close(ch)
 		rv := ""
-		b := Backoff{Min: time.Second, Max: time.Minute}
+		b := backoff.Backoff{Min: time.Second, Max: time.Minute}
 		for {
 			got, err := c.watchOnce(ctx, &rv, ch)
 			if ctx.Err() != nil {
@@ -117,22 +119,3 @@ func latest(ch chan Node, n Node) {
 		}
 	}
 }
-
-// Backoff is capped exponential backoff.
-type Backoff struct {
-	Min, Max time.Duration
-	cur      time.Duration
-}
-
-// Next returns the next delay: Min, 2·Min, … up to Max.
-func (b *Backoff) Next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.Min
-	} else {
-		b.cur = min(2*b.cur, b.Max)
-	}
-	return b.cur
-}
-
-// Reset starts again from Min.
-func (b *Backoff) Reset() { b.cur = 0 }

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/calico-prep/calico-prep/pkg/config"
+	"github.com/calico-prep/calico-prep/pkg/firewalld"
+	"github.com/calico-prep/calico-prep/pkg/networkmanager"
+)
+
+// runCleanup removes exactly what calico-prep added: the firewalld rules, zone and policies its
+// state file records, and its NetworkManager drop-in. Everything else stays as it was.
+func runCleanup(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	fs := newFlagSet("cleanup", stderr)
+	hf := bindHostFlags(fs)
+	cfg, err := hf.parse(fs, args, getenv)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if cfg.Firewalld != config.ModeOff {
+		errs = append(errs, cleanupFirewalld(ctx, cfg, stdout))
+	}
+	if cfg.NetworkManager != config.ModeOff {
+		errs = append(errs, cleanupNetworkManager(ctx, cfg, stdout))
+	}
+	return errors.Join(errs...)
+}
+
+func cleanupFirewalld(ctx context.Context, cfg config.Config, stdout io.Writer) error {
+	c, err := firewalld.Dial(ctx, "")
+	if errors.Is(err, firewalld.ErrNotRunning) {
+		fmt.Fprintln(stdout, "firewalld: not running; nothing removed (its record stays for a later cleanup)")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := firewalld.Cleanup(ctx, c, cfg.StateDir); err != nil {
+		if errors.Is(err, firewalld.ErrNotRunning) {
+			fmt.Fprintln(stdout, "firewalld: not running; nothing removed (its record stays for a later cleanup)")
+			return nil
+		}
+		return err
+	}
+	fmt.Fprintln(stdout, "firewalld: removed what calico-prep added")
+	return nil
+}
+
+func cleanupNetworkManager(ctx context.Context, cfg config.Config, stdout io.Writer) error {
+	c, err := networkmanager.Dial(ctx, "")
+	if err != nil {
+		c = nil // no bus: the drop-in is still removed; NetworkManager reads it when it starts
+	}
+	if c != nil {
+		defer c.Close()
+	}
+	if err := networkmanager.Cleanup(ctx, c, cfg.NetworkManagerConfDir); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "NetworkManager: removed the calico-prep drop-in")
+	return nil
+}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/calico-prep/calico-prep/pkg/agent"
+	"github.com/calico-prep/calico-prep/pkg/metrics"
+	"github.com/calico-prep/calico-prep/pkg/nodestatus"
+)
+
+func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	fs := newFlagSet("run", stderr)
+	hf := bindHostFlags(fs)
+	cfg, err := hf.parse(fs, args, getenv)
+	if err != nil {
+		return err
+	}
+	log := hf.logger(stderr)
+
+	restCfg, err := nodestatus.LoadConfig(cfg.Kubeconfig)
+	var node *nodestatus.Client
+	switch {
+	case errors.Is(err, nodestatus.ErrStandalone):
+		log.Info("standalone: no kubeconfig and not in a cluster; preparing the host without Node reporting")
+	case err != nil:
+		return usageError{err}
+	default:
+		if node, err = nodestatus.New(restCfg, cfg.NodeName, log); err != nil {
+			return usageError{err}
+		}
+	}
+
+	h, err := agent.Open(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	a := agent.New(cfg, log, h, metrics.New(version), node)
+
+	if cfg.Once {
+		rep, err := a.Once(ctx)
+		if perr := printReport(stdout, *hf.output, rep); perr != nil {
+			return perr
+		}
+		if err != nil {
+			return err
+		}
+		if !rep.Ready {
+			return errNotReady
+		}
+		return nil
+	}
+
+	if cfg.MetricsBindAddress != "" {
+		wait, err := a.Serve(ctx, cfg.MetricsBindAddress)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = wait() }()
+	}
+	log.Info("calico-prep agent running", "version", version, "node", cfg.NodeName, "dry_run", cfg.DryRun)
+	return a.Run(ctx)
+}

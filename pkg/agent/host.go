@@ -1,0 +1,320 @@
+// Package agent wires the system packages (links, kernel, firewalld, networkmanager) and the
+// logic packages (autodetect, cidr) into one ordered list of checks, runs passes over them, and
+// runs the daemon: events in, checks run, status out to the Node and to metrics.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/calico-prep/calico-prep/pkg/autodetect"
+	"github.com/calico-prep/calico-prep/pkg/check"
+	"github.com/calico-prep/calico-prep/pkg/cidr"
+	"github.com/calico-prep/calico-prep/pkg/config"
+	"github.com/calico-prep/calico-prep/pkg/firewalld"
+	"github.com/calico-prep/calico-prep/pkg/host"
+	"github.com/calico-prep/calico-prep/pkg/kernel"
+	"github.com/calico-prep/calico-prep/pkg/links"
+	"github.com/calico-prep/calico-prep/pkg/networkmanager"
+	"github.com/calico-prep/calico-prep/pkg/report"
+)
+
+// Host is this node as the checks see it: the netlink and D-Bus clients, the configuration
+// and the ordered checks built from them.
+type Host struct {
+	cfg   config.Config
+	log   *slog.Logger
+	links *links.Client
+	fw    *firewalld.Client // nil while there is no system bus or firewalld is off
+	nm    *networkmanager.Client
+
+	// snap holds one netlink snapshot per pass, shared by every check that reads links.
+	snap snapshotCache
+
+	mu          sync.Mutex
+	internalIPs []netip.Addr // the Node's InternalIPs from the watch; cfg.NodeInternalIPs without a cluster
+	checks      []check.Check
+	kernel      []check.Check          // built once: they cache the kernel config between passes
+	uplink      atomic.Pointer[string] // the node-IP interface of the last detection
+}
+
+// Open validates what the components need and connects to netlink and, unless turned off, to
+// the system bus. A missing bus is not an error: those checks report it.
+func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Host, error) {
+	if err := firewalldOptions(cfg, nil, log).Validate(); err != nil {
+		return nil, err
+	}
+	lc, err := links.New(links.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	h := &Host{cfg: cfg, log: log, links: lc, internalIPs: cfg.NodeInternalIPs}
+	h.snap.read = lc.Snapshot
+	h.kernel = kernel.Checks(kernel.FS{Root: cfg.HostRoot}, kernel.Requirements{
+		Encapsulation: string(cfg.Encapsulation), WireGuard: cfg.WireGuard, IPv6: cfg.PodCIDRv6.IsValid(),
+	})
+	h.Connect(ctx)
+	return h, nil
+}
+
+// Close releases every connection.
+func (h *Host) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fw != nil {
+		_ = h.fw.Close()
+	}
+	if h.nm != nil {
+		_ = h.nm.Close()
+	}
+	_ = h.links.Close()
+}
+
+// Connect dials the system bus for each component that is on and not connected, and rebuilds the
+// checks when a connection is new. It returns the new clients so the daemon can watch them.
+func (h *Host) Connect(ctx context.Context) (fw *firewalld.Client, nm *networkmanager.Client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cfg.Firewalld != config.ModeOff && h.fw == nil {
+		c, err := firewalld.Dial(ctx, "")
+		if err != nil {
+			h.log.Debug("firewalld not reachable", "err", err)
+		} else {
+			h.fw, fw = c, c
+		}
+	}
+	if h.cfg.NetworkManager != config.ModeOff && h.nm == nil {
+		c, err := networkmanager.Dial(ctx, "")
+		if err != nil {
+			h.log.Debug("NetworkManager not reachable", "err", err)
+		} else {
+			h.nm, nm = c, c
+		}
+	}
+	if h.checks == nil || fw != nil || nm != nil {
+		h.checks = h.buildChecks()
+	}
+	return fw, nm
+}
+
+// Disconnect drops a client whose connection ended (its watch closed), so the next pass dials
+// again.
+func (h *Host) Disconnect(client any) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.fw != nil && client == h.fw:
+		_ = h.fw.Close()
+		h.fw = nil
+	case h.nm != nil && client == h.nm:
+		_ = h.nm.Close()
+		h.nm = nil
+	default:
+		return
+	}
+	h.checks = h.buildChecks()
+}
+
+// SetInternalIPs records the Node's InternalIPs (kubernetes-internal-ip). It reports whether
+// they changed.
+func (h *Host) SetInternalIPs(ips []netip.Addr) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if slices.Equal(h.internalIPs, ips) {
+		return false
+	}
+	h.internalIPs = ips
+	return true
+}
+
+// Pass runs every check once in mode and returns the report.
+func (h *Host) Pass(ctx context.Context, runner check.Runner) check.Report {
+	h.mu.Lock()
+	checks := h.checks
+	h.mu.Unlock()
+	h.snap.reset()
+	return runner.Run(ctx, checks)
+}
+
+// buildChecks returns the checks in the order they run. The most basic come first because the
+// first failing check names the NodeCondition: the kernel, then the node's address and pod
+// CIDR, Calico's links, and then what calico-prep changes (NetworkManager, firewalld).
+func (h *Host) buildChecks() []check.Check {
+	cfg := h.cfg
+	checks := slices.Clone(h.kernel)
+	for _, fam := range h.families() {
+		checks = append(checks, autodetect.NewCheck(fam.method, fam.family, h.snap.get, h.env))
+	}
+	checks = append(checks, cidr.Checks(cidr.Input{
+		Pools: h.pools(), ServiceCIDRs: cfg.ServiceCIDRs, KubeadmSubnets: cfg.KubeadmSubnets,
+	}, h.snap.get)...)
+	checks = append(checks, links.Checks(h.links, links.Config{
+		Encapsulation: string(cfg.Encapsulation),
+		WireGuard:     cfg.WireGuard,
+		IPv6:          cfg.PodCIDRv6.IsValid(),
+		CalicoStarted: h.calicoStarted,
+		Uplink: func(ctx context.Context, snap host.Snapshot) (string, error) {
+			res, err := h.detect(ctx, snap)
+			return res.Interface, err
+		},
+		Snapshot: h.snap.get,
+	})...)
+	checks = append(checks, networkmanager.Checks(h.nm, networkmanager.Options{
+		Mode:          cfg.NetworkManager,
+		ConfDir:       cfg.NetworkManagerConfDir,
+		ExtraPatterns: cfg.NetworkManagerExtraUnmanaged,
+		// The node's uplink is never made unmanaged, whatever the patterns say.
+		Protected: func() []string {
+			if u := h.uplink.Load(); u != nil && *u != "" {
+				return []string{*u}
+			}
+			return nil
+		},
+	})...)
+	checks = append(checks, firewalld.Checks(h.fw, firewalldOptions(cfg, h.nodeInterface, h.log))...)
+	return checks
+}
+
+type familyMethod struct {
+	family int
+	method autodetect.Method
+}
+
+// families are the IP families in use with their autodetection methods (validated by config).
+func (h *Host) families() []familyMethod {
+	m4, _ := autodetect.ParseMethod(h.cfg.IPAutodetectionMethod)
+	out := []familyMethod{{4, m4}}
+	if h.cfg.PodCIDRv6.IsValid() {
+		m6, _ := autodetect.ParseMethod(h.cfg.IP6AutodetectionMethod)
+		out = append(out, familyMethod{6, m6})
+	}
+	return out
+}
+
+func (h *Host) pools() []netip.Prefix {
+	pools := []netip.Prefix{h.cfg.PodCIDR}
+	if h.cfg.PodCIDRv6.IsValid() {
+		pools = append(pools, h.cfg.PodCIDRv6)
+	}
+	return pools
+}
+
+func (h *Host) env(context.Context) autodetect.Env {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return autodetect.Env{NodeInternalIPs: slices.Clone(h.internalIPs)}
+}
+
+// detect runs the IPv4 autodetection (the node IP Calico uses) on snap.
+func (h *Host) detect(ctx context.Context, snap host.Snapshot) (autodetect.Result, error) {
+	fam := h.families()[0]
+	res, err := autodetect.Detect(ctx, fam.method, fam.family, snap.Interfaces, h.env(ctx))
+	h.uplink.Store(&res.Interface)
+	return res, err
+}
+
+// nodeInterface is the interface carrying the node IP: its firewalld zone receives the rules.
+func (h *Host) nodeInterface(ctx context.Context) (string, error) {
+	snap, err := h.snap.get(ctx)
+	if err != nil {
+		return "", err
+	}
+	res, err := h.detect(ctx, snap)
+	if errors.Is(err, autodetect.ErrNoAddress) {
+		return "", nil // the autodetect check reports it; firewalld falls back to the default zone
+	}
+	return res.Interface, err
+}
+
+// calicoStarted reports whether calico-node has run on this node: it writes its node name to
+// /var/lib/calico/nodename at startup.
+func (h *Host) calicoStarted() bool {
+	_, err := os.Stat(filepath.Join(h.cfg.HostRoot, "var/lib/calico/nodename"))
+	return err == nil
+}
+
+// Report builds the Node annotation for a pass.
+func (h *Host) Report(ctx context.Context, rep check.Report) report.Node {
+	var n report.Node
+	n.FromChecks(rep)
+	n.Pools = h.pools()
+	if snap, err := h.snap.get(ctx); err == nil {
+		n.Host = report.HostOf(snap)
+		for _, fam := range h.families() {
+			if res, err := autodetect.Detect(ctx, fam.method, fam.family, snap.Interfaces, h.env(ctx)); err == nil {
+				n.Autodetect = append(n.Autodetect, res)
+			}
+		}
+	}
+	for _, e := range rep.Entries {
+		if e.Status != check.Pass {
+			continue
+		}
+		if rule, zone := e.Facts["rule"], e.Facts["zone"]; rule != "" {
+			n.Firewall = append(n.Firewall, zone+": "+rule)
+		}
+		for k, v := range e.Facts {
+			// Workload veths come and go with pods; the report names only the tunnel devices.
+			if dev, ok := strings.CutPrefix(k, networkmanager.FactUnmanagedPrefix); ok && v == "true" && !strings.HasPrefix(dev, "cali") {
+				n.Unmanaged = append(n.Unmanaged, dev)
+			}
+		}
+	}
+	slices.Sort(n.Unmanaged)
+	return n
+}
+
+func firewalldOptions(cfg config.Config, nodeInterface func(context.Context) (string, error), log *slog.Logger) firewalld.Options {
+	pods := []netip.Prefix{cfg.PodCIDR}
+	if cfg.PodCIDRv6.IsValid() {
+		pods = append(pods, cfg.PodCIDRv6)
+	}
+	return firewalld.Options{
+		Mode:          cfg.Firewalld,
+		Zone:          cfg.FirewalldZone,
+		NodeInterface: nodeInterface,
+		Rules: firewalld.Rules(firewalld.RuleInput{
+			BGP: cfg.BGP, Typha: cfg.Typha, WireGuard: cfg.WireGuard, IPv6: cfg.PodCIDRv6.IsValid(),
+			Encapsulation: cfg.Encapsulation, Extra: cfg.FirewalldExtraPorts,
+		}),
+		Forwarding: cfg.FirewalldForwarding,
+		PodCIDRs:   pods,
+		StateDir:   cfg.StateDir,
+		Log:        log,
+	}
+}
+
+// snapshotCache reads the network once per pass.
+type snapshotCache struct {
+	read func(context.Context) (host.Snapshot, error)
+	mu   sync.Mutex
+	snap *host.Snapshot
+}
+
+func (s *snapshotCache) reset() {
+	s.mu.Lock()
+	s.snap = nil
+	s.mu.Unlock()
+}
+
+func (s *snapshotCache) get(ctx context.Context) (host.Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snap == nil {
+		snap, err := s.read(ctx)
+		if err != nil {
+			return host.Snapshot{}, err
+		}
+		s.snap = &snap
+	}
+	return *s.snap, nil
+}

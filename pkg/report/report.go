@@ -1,0 +1,121 @@
+// Package report defines the compact per-node report that the agent writes into the Node's
+// calico-prep.io/report annotation: what calico-prep saw and did on the node, for operators
+// reading `kubectl get node -o yaml` and for `agent plan`, which re-evaluates Calico's
+// settings against every node's network.
+//
+// The report changes only when the node changes: it carries no timestamps, and it leaves out
+// what churns with pods (workload veths, Calico's block routes), so a steady node causes no
+// API writes.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/calico-prep/calico-prep/pkg/autodetect"
+	"github.com/calico-prep/calico-prep/pkg/check"
+	"github.com/calico-prep/calico-prep/pkg/host"
+)
+
+// Version is the schema version; readers reject reports with a newer one.
+const Version = 1
+
+// Node is the report of one node.
+type Node struct {
+	V     int  `json:"v"`
+	Ready bool `json:"ready"`
+	// Failing lists the failing checks in order; the first names the NodeCondition.
+	Failing  []Failure `json:"failing,omitempty"`
+	Disabled []string  `json:"disabled,omitempty"`
+	// Autodetect holds, per IP family in use, what the configured method picks.
+	Autodetect []autodetect.Result `json:"autodetect,omitempty"`
+	// Pools are the pod CIDRs the node was checked against.
+	Pools []netip.Prefix `json:"pools,omitempty"`
+	// Firewall is what calico-prep keeps open in firewalld, e.g. "public: 179/tcp".
+	Firewall []string `json:"firewall,omitempty"`
+	// Unmanaged are the Calico devices NetworkManager leaves unmanaged.
+	Unmanaged []string `json:"unmanaged,omitempty"`
+	// Advice holds recommendations that are not failures (e.g. Typha above 50 nodes). It
+	// changes only when the recommendation does, not with every change in the node count.
+	Advice []string `json:"advice,omitempty"`
+	// Host is the node's network without Calico's own interfaces and routes.
+	Host host.Snapshot `json:"host"`
+}
+
+// Failure is one failing check.
+type Failure struct {
+	Check   string `json:"check"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+}
+
+// FromChecks fills Ready, Failing and Disabled from a pass.
+func (n *Node) FromChecks(rep check.Report) {
+	n.Ready = rep.Ready
+	n.Failing, n.Disabled = nil, nil
+	for _, e := range rep.Entries {
+		switch e.Status {
+		case check.Fail:
+			n.Failing = append(n.Failing, Failure{Check: e.Name, Reason: e.Reason, Message: e.Message})
+		case check.Disabled:
+			n.Disabled = append(n.Disabled, e.Name)
+		}
+	}
+}
+
+// IsCalicoInterface reports whether name is an interface Calico creates: workload veths and
+// its tunnel devices. They appear and vanish with pods and Calico itself, so the report and the
+// plan leave them out.
+func IsCalicoInterface(name string) bool {
+	switch name {
+	case "tunl0", "vxlan.calico", "vxlan-v6.calico", "wireguard.cali", "wg-v6.cali":
+		return true
+	}
+	return strings.HasPrefix(name, "cali")
+}
+
+// HostOf returns the part of a snapshot worth reporting: interfaces that have addresses,
+// without Calico's, and routes that are not Calico's (via its interfaces or installed by BIRD
+// or Felix for its blocks).
+func HostOf(s host.Snapshot) host.Snapshot {
+	var out host.Snapshot
+	for _, i := range s.Interfaces {
+		if len(i.Addrs) == 0 || IsCalicoInterface(i.Name) {
+			continue
+		}
+		out.Interfaces = append(out.Interfaces, i)
+	}
+	for _, r := range s.Routes {
+		if IsCalicoInterface(r.Dev) || r.Protocol == "bird" || r.Protocol == "80" {
+			continue
+		}
+		out.Routes = append(out.Routes, r)
+	}
+	return out
+}
+
+// Encode returns the compact JSON of the annotation.
+func (n Node) Encode() (string, error) {
+	n.V = Version
+	n.Disabled = slices.Clip(n.Disabled)
+	b, err := json.Marshal(n)
+	if err != nil {
+		return "", fmt.Errorf("encode report: %w", err)
+	}
+	return string(b), nil
+}
+
+// Decode parses an annotation value.
+func Decode(s string) (Node, error) {
+	var n Node
+	if err := json.Unmarshal([]byte(s), &n); err != nil {
+		return Node{}, fmt.Errorf("decode report: %w", err)
+	}
+	if n.V < 1 || n.V > Version {
+		return Node{}, fmt.Errorf("decode report: unsupported version %d", n.V)
+	}
+	return n, nil
+}
