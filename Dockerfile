@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Multi-stage build of the calico-prep agent: a static binary (the same `make build` line the
 # tests use) in a distroless base that has CA certificates and nothing else.
-ARG GO_VERSION=1.26
+ARG GO_VERSION=1.27.3
 FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./

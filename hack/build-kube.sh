@@ -3,6 +3,9 @@
 # reachable here) into a cache outside the work tree, keyed by version. A warm cache returns at once.
 # Usage: hack/build-kube.sh            prints the directory holding the three binaries
 set -euo pipefail
+# Go 1.27.3 (from the Go module proxy) fixes vulnerabilities in 1.26's standard library; see README.
+export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
+[[ $GOTOOLCHAIN == local ]] && export GOTOOLCHAIN=go1.27.3
 
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 cache=${CALICO_PREP_CACHE:-/var/cache/calico-prep}

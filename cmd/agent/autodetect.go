@@ -56,7 +56,7 @@ func runAutodetect(ctx context.Context, args []string, stdout, stderr io.Writer,
 	if err != nil {
 		return err
 	}
-	defer lc.Close()
+	defer func() { _ = lc.Close() }()
 	snap, err := lc.Snapshot(ctx)
 	if err != nil {
 		return err

@@ -39,7 +39,7 @@ func cleanupFirewalld(ctx context.Context, cfg config.Config, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if err := firewalld.Cleanup(ctx, c, cfg.StateDir); err != nil {
 		if errors.Is(err, firewalld.ErrNotRunning) {
 			fmt.Fprintln(stdout, "firewalld: not running; nothing removed (its record stays for a later cleanup)")
@@ -57,7 +57,7 @@ func cleanupNetworkManager(ctx context.Context, cfg config.Config, stdout io.Wri
 		c = nil // no bus: the drop-in is still removed; NetworkManager reads it when it starts
 	}
 	if c != nil {
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 	}
 	if err := networkmanager.Cleanup(ctx, c, cfg.NetworkManagerConfDir); err != nil {
 		return err

@@ -227,7 +227,7 @@ func TestNetnsOrderMatchesGoNet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer peerFd.Close() //nolint:errcheck // read-only
+	defer peerFd.Close()
 	if err := ns.Handle.LinkAdd(&netlink.Veth{
 		LinkAttrs: netlink.LinkAttrs{Name: "eth300", Index: 300}, PeerName: "p300", PeerNamespace: netlink.NsFd(peerFd.Fd()),
 	}); err != nil {

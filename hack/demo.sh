@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The demo (make demo): a sandboxed node like the seed guide's, before and after the agent's
+# full job. Needs root; installs missing Debian packages first (nothing starts on the host).
+# The API server part runs when its binaries are cached; KUBE=1 builds them first (minutes, once).
+set -euo pipefail
+export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
+[[ $GOTOOLCHAIN == local ]] && export GOTOOLCHAIN=go1.27.3
+cd "$(dirname "$0")/.."
+if [[ $(id -u) -ne 0 ]]; then
+  echo "the demo needs root: it builds a network namespace and runs firewalld and NetworkManager inside it" >&2
+  exit 1
+fi
+export PATH=/usr/local/go/bin:$PATH
+hack/install-deps.sh
+cache=${CALICO_PREP_CACHE:-/var/cache/calico-prep}
+if [[ ${KUBE:-} == 1 ]]; then
+  hack/build-kube.sh >/dev/null
+elif [[ ! -x $cache/kube-${KUBE_VERSION:-v1.37.2}/kube-apiserver ]]; then
+  export CALICO_PREP_DEMO_KUBE=off
+fi
+go test -count=1 -v -run '^TestDemo$' ./test/demo | grep -Ev '^(=== RUN|--- PASS|PASS$|ok )'
