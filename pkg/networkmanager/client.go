@@ -1,0 +1,324 @@
+// Package networkmanager keeps Calico's interfaces unmanaged by NetworkManager: it writes the
+// unmanaged-devices drop-in, applies it live over D-Bus (Reload, then the runtime Managed
+// switch for devices NetworkManager still holds), proves every Calico device unmanaged, and
+// reports operator configuration that would make one managed again.
+package networkmanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/godbus/dbus/v5"
+)
+
+// D-Bus names of NetworkManager's API.
+const (
+	BusName         = "org.freedesktop.NetworkManager"
+	managerPath     = "/org/freedesktop/NetworkManager"
+	managerIface    = "org.freedesktop.NetworkManager"
+	deviceIface     = "org.freedesktop.NetworkManager.Device"
+	devicesPath     = "/org/freedesktop/NetworkManager/Devices"
+	propertiesIface = "org.freedesktop.DBus.Properties"
+
+	defaultSystemBus = "unix:path=/run/dbus/system_bus_socket"
+)
+
+// ReloadConf is Reload's flag for re-reading NetworkManager.conf and its conf.d directories.
+const ReloadConf uint32 = 0x1
+
+var (
+	// ErrNotRunning means NetworkManager does not own its name on the bus.
+	ErrNotRunning = errors.New("NetworkManager is not on the bus")
+	// ErrNoDevice means NetworkManager knows no device of that name.
+	ErrNoDevice = errors.New("no such NetworkManager device")
+)
+
+// DeviceState is NetworkManager's NMDeviceState.
+type DeviceState uint32
+
+// StateUnmanaged is the state of a device NetworkManager leaves alone.
+const StateUnmanaged DeviceState = 10
+
+var stateNames = map[DeviceState]string{
+	0: "unknown", 10: "unmanaged", 20: "unavailable", 30: "disconnected", 40: "prepare",
+	50: "config", 60: "need-auth", 70: "ip-config", 80: "ip-check", 90: "secondaries",
+	100: "activated", 110: "deactivating", 120: "failed",
+}
+
+func (s DeviceState) String() string {
+	if n, ok := stateNames[s]; ok {
+		return fmt.Sprintf("%d (%s)", uint32(s), n)
+	}
+	return strconv.FormatUint(uint64(s), 10)
+}
+
+// Client talks to NetworkManager over its own connection to the system bus.
+type Client struct {
+	conn *dbus.Conn
+	// changes counts calls that change NetworkManager's state (Reload, SetManaged, setting
+	// Managed), so that callers and tests can show a settled pass changes nothing.
+	changes atomic.Uint64
+}
+
+// Dial opens a private connection to the system bus at address; "" means
+// DBUS_SYSTEM_BUS_ADDRESS, else the standard socket.
+func Dial(ctx context.Context, address string) (*Client, error) {
+	if address == "" {
+		address = os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
+	}
+	if address == "" {
+		address = defaultSystemBus
+	}
+	type result struct {
+		conn *dbus.Conn
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := dbus.Connect(address)
+		done <- result{c, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, fmt.Errorf("connect to system bus %q: %w", address, r.err)
+		}
+		return &Client{conn: r.conn}, nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.conn != nil {
+				_ = r.conn.Close()
+			}
+		}()
+		return nil, fmt.Errorf("connect to system bus %q: %w", address, ctx.Err())
+	}
+}
+
+// Close closes the connection; Watch channels close with it.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// StateChangingCalls is the number of calls so far that could change NetworkManager's state.
+func (c *Client) StateChangingCalls() uint64 { return c.changes.Load() }
+
+func (c *Client) call(ctx context.Context, path dbus.ObjectPath, method string, args ...any) *dbus.Call {
+	return c.conn.Object(BusName, path).CallWithContext(ctx, method, 0, args...)
+}
+
+// Running reports whether NetworkManager owns its name on the bus.
+func (c *Client) Running(ctx context.Context) (bool, error) {
+	var has bool
+	err := c.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.NameHasOwner", 0, BusName).Store(&has)
+	if err != nil {
+		return false, fmt.Errorf("ask the bus for %s: %w", BusName, err)
+	}
+	return has, nil
+}
+
+// wrap turns the bus's "nobody owns that name" into ErrNotRunning.
+func wrap(verb string, err error) error {
+	var de dbus.Error
+	if errors.As(err, &de) && (de.Name == "org.freedesktop.DBus.Error.ServiceUnknown" || de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner") {
+		return fmt.Errorf("%s: %w", verb, ErrNotRunning)
+	}
+	return fmt.Errorf("%s: %w", verb, err)
+}
+
+func (c *Client) property(ctx context.Context, path dbus.ObjectPath, iface, name string) (dbus.Variant, error) {
+	var v dbus.Variant
+	err := c.call(ctx, path, propertiesIface+".Get", iface, name).Store(&v)
+	return v, err
+}
+
+// Version is NetworkManager's version, e.g. "1.42.4".
+func (c *Client) Version(ctx context.Context) (string, error) {
+	v, err := c.property(ctx, managerPath, managerIface, "Version")
+	if err != nil {
+		return "", wrap("read NetworkManager version", err)
+	}
+	s, ok := v.Value().(string)
+	if !ok {
+		return "", fmt.Errorf("read NetworkManager version: got %s, want a string", v.Signature())
+	}
+	return s, nil
+}
+
+// Reload asks NetworkManager to reload; ReloadConf re-reads its configuration files.
+func (c *Client) Reload(ctx context.Context, flags uint32) error {
+	c.changes.Add(1)
+	if err := c.call(ctx, managerPath, managerIface+".Reload", flags).Err; err != nil {
+		return wrap(fmt.Sprintf("reload NetworkManager (flags %#x)", flags), err)
+	}
+	return nil
+}
+
+// GetDevices returns the realized devices.
+func (c *Client) GetDevices(ctx context.Context) ([]Device, error) {
+	return c.devices(ctx, "GetDevices")
+}
+
+// GetAllDevices returns all devices, including placeholders for software devices that do not
+// exist yet.
+func (c *Client) GetAllDevices(ctx context.Context) ([]Device, error) {
+	return c.devices(ctx, "GetAllDevices")
+}
+
+func (c *Client) devices(ctx context.Context, method string) ([]Device, error) {
+	var paths []dbus.ObjectPath
+	if err := c.call(ctx, managerPath, managerIface+"."+method).Store(&paths); err != nil {
+		return nil, wrap("list NetworkManager devices", err)
+	}
+	out := make([]Device, len(paths))
+	for i, p := range paths {
+		out[i] = Device{c: c, path: p}
+	}
+	return out, nil
+}
+
+// GetDeviceByIpIface returns the device whose IP interface is iface; ErrNoDevice when there
+// is none.
+func (c *Client) GetDeviceByIpIface(ctx context.Context, iface string) (Device, error) {
+	var p dbus.ObjectPath
+	err := c.call(ctx, managerPath, managerIface+".GetDeviceByIpIface", iface).Store(&p)
+	var de dbus.Error
+	if errors.As(err, &de) && de.Name == "org.freedesktop.NetworkManager.UnknownDevice" {
+		return Device{}, fmt.Errorf("find NetworkManager device %q: %w", iface, ErrNoDevice)
+	}
+	if err != nil {
+		return Device{}, wrap(fmt.Sprintf("find NetworkManager device %q", iface), err)
+	}
+	return Device{c: c, path: p}, nil
+}
+
+// Device is one NetworkManager device object.
+type Device struct {
+	c    *Client
+	path dbus.ObjectPath
+}
+
+// Path is the device's object path, for logs.
+func (d Device) Path() string { return string(d.path) }
+
+// Interface is the device's interface name.
+func (d Device) Interface(ctx context.Context) (string, error) {
+	v, err := d.c.property(ctx, d.path, deviceIface, "Interface")
+	if err != nil {
+		return "", wrap(fmt.Sprintf("read interface of %s", d.path), err)
+	}
+	s, ok := v.Value().(string)
+	if !ok {
+		return "", fmt.Errorf("read interface of %s: got %s, want a string", d.path, v.Signature())
+	}
+	return s, nil
+}
+
+// State is the device's state; StateUnmanaged when NetworkManager leaves it alone.
+func (d Device) State(ctx context.Context) (DeviceState, error) {
+	v, err := d.c.property(ctx, d.path, deviceIface, "State")
+	if err != nil {
+		return 0, wrap(fmt.Sprintf("read state of %s", d.path), err)
+	}
+	u, ok := v.Value().(uint32)
+	if !ok {
+		return 0, fmt.Errorf("read state of %s: got %s, want a uint32", d.path, v.Signature())
+	}
+	return DeviceState(u), nil
+}
+
+// Managed reports whether NetworkManager manages the device.
+func (d Device) Managed(ctx context.Context) (bool, error) {
+	v, err := d.c.property(ctx, d.path, deviceIface, "Managed")
+	if err != nil {
+		return false, wrap(fmt.Sprintf("read managed of %s", d.path), err)
+	}
+	b, ok := v.Value().(bool)
+	if !ok {
+		return false, fmt.Errorf("read managed of %s: got %s, want a boolean", d.path, v.Signature())
+	}
+	return b, nil
+}
+
+// DeviceStatus is what the checks need of a device, read in one call.
+type DeviceStatus struct {
+	Interface string
+	State     DeviceState
+	Managed   bool
+	// Real is false for placeholders of software devices that do not exist yet.
+	Real bool
+}
+
+// Status reads Interface, State, Managed and Real with one GetAll.
+func (d Device) Status(ctx context.Context) (DeviceStatus, error) {
+	var props map[string]dbus.Variant
+	if err := d.c.call(ctx, d.path, propertiesIface+".GetAll", deviceIface).Store(&props); err != nil {
+		return DeviceStatus{}, wrap(fmt.Sprintf("read device %s", d.path), err)
+	}
+	var s DeviceStatus
+	var ok [4]bool
+	s.Interface, ok[0] = props["Interface"].Value().(string)
+	var st uint32
+	st, ok[1] = props["State"].Value().(uint32)
+	s.State = DeviceState(st)
+	s.Managed, ok[2] = props["Managed"].Value().(bool)
+	s.Real, ok[3] = props["Real"].Value().(bool)
+	for i, name := range []string{"Interface", "State", "Managed", "Real"} {
+		if !ok[i] {
+			return DeviceStatus{}, fmt.Errorf("read device %s: property %s missing or of type %s", d.path, name, props[name].Signature())
+		}
+	}
+	return s, nil
+}
+
+// SetManaged switches management of the device at runtime, as "nmcli device set IFACE
+// managed no" does; NetworkManager forgets it when it restarts. NetworkManager 1.58 and later
+// have the SetManaged method; older ones take the Managed property.
+func (d Device) SetManaged(ctx context.Context, managed bool) error {
+	d.c.changes.Add(1)
+	verb := fmt.Sprintf("set %s managed=%v", d.path, managed)
+	if d.c.hasSetManaged(ctx) {
+		var m uint32
+		if managed {
+			m = 1
+		}
+		err := d.c.call(ctx, d.path, deviceIface+".SetManaged", m, uint32(0)).Err
+		var de dbus.Error
+		if err == nil || !errors.As(err, &de) || de.Name != "org.freedesktop.DBus.Error.UnknownMethod" {
+			if err != nil {
+				return wrap(verb, err)
+			}
+			return nil
+		}
+	}
+	err := d.c.call(ctx, d.path, propertiesIface+".Set", deviceIface, "Managed", dbus.MakeVariant(managed)).Err
+	if err != nil {
+		return wrap(verb, err)
+	}
+	return nil
+}
+
+// hasSetManaged reports whether the daemon is 1.58 or later. A version it cannot read counts
+// as older: the Managed property still works there.
+func (c *Client) hasSetManaged(ctx context.Context) bool {
+	v, err := c.Version(ctx)
+	if err != nil {
+		return false
+	}
+	return versionAtLeast(v, 1, 58)
+}
+
+func versionAtLeast(v string, major, minor int) bool {
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	ma, err1 := strconv.Atoi(parts[0])
+	mi, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
+}

@@ -1,0 +1,123 @@
+package networkmanager
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+)
+
+// EventKind says what happened.
+type EventKind string
+
+const (
+	// EventStarted: NetworkManager took its bus name (a start or restart). It has re-read its
+	// configuration and dropped every runtime Managed switch.
+	EventStarted EventKind = "started"
+	// EventStopped: NetworkManager left the bus.
+	EventStopped EventKind = "stopped"
+	// EventDeviceAdded: NetworkManager found a new device.
+	EventDeviceAdded EventKind = "device-added"
+	// EventDeviceManaged: a device left the unmanaged state, i.e. NetworkManager took it over.
+	EventDeviceManaged EventKind = "device-managed"
+)
+
+// Event is one change that may undo what calico-prep applied.
+type Event struct {
+	Kind EventKind
+	// Device is the interface name for device events; empty when NetworkManager could not
+	// say (the device was gone before its name was read).
+	Device string
+}
+
+// Watch subscribes to NetworkManager's bus name and to device additions and takeovers. The
+// channel closes when ctx ends or the bus connection does; a slow reader delays events, it
+// does not lose them (under a backlog their order may change).
+func (c *Client) Watch(ctx context.Context) (<-chan Event, error) {
+	rules := [][]dbus.MatchOption{
+		{dbus.WithMatchSender("org.freedesktop.DBus"), dbus.WithMatchInterface("org.freedesktop.DBus"),
+			dbus.WithMatchMember("NameOwnerChanged"), dbus.WithMatchArg(0, BusName)},
+		{dbus.WithMatchInterface(managerIface), dbus.WithMatchMember("DeviceAdded"), dbus.WithMatchObjectPath(managerPath)},
+		{dbus.WithMatchInterface(deviceIface), dbus.WithMatchMember("StateChanged"), dbus.WithMatchPathNamespace(devicesPath)},
+	}
+	var added [][]dbus.MatchOption
+	unsubscribe := func() {
+		// The caller's context may be over; removing the rules still needs a moment.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		for _, r := range added {
+			_ = c.conn.RemoveMatchSignalContext(rctx, r...)
+		}
+	}
+	for _, r := range rules {
+		if err := c.conn.AddMatchSignalContext(ctx, r...); err != nil {
+			unsubscribe()
+			return nil, fmt.Errorf("subscribe to NetworkManager signals: %w", err)
+		}
+		added = append(added, r)
+	}
+	signals := make(chan *dbus.Signal, 64)
+	c.conn.Signal(signals)
+	out := make(chan Event, 16)
+	go func() {
+		defer close(out)
+		defer unsubscribe()
+		defer c.conn.RemoveSignal(signals)
+		for {
+			var sig *dbus.Signal
+			var ok bool
+			select {
+			case <-ctx.Done():
+				return
+			case sig, ok = <-signals:
+				if !ok {
+					return
+				}
+			}
+			ev, ok := c.event(ctx, sig)
+			if !ok {
+				continue
+			}
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// event turns a signal into an Event; other signals on the connection are not for us.
+func (c *Client) event(ctx context.Context, sig *dbus.Signal) (Event, bool) {
+	switch sig.Name {
+	case "org.freedesktop.DBus.NameOwnerChanged":
+		var name, old, owner string
+		if dbus.Store(sig.Body, &name, &old, &owner) != nil || name != BusName {
+			return Event{}, false
+		}
+		if owner == "" {
+			return Event{Kind: EventStopped}, true
+		}
+		return Event{Kind: EventStarted}, true
+	case managerIface + ".DeviceAdded":
+		var p dbus.ObjectPath
+		if sig.Path != managerPath || dbus.Store(sig.Body, &p) != nil {
+			return Event{}, false
+		}
+		name, _ := Device{c: c, path: p}.Interface(ctx)
+		return Event{Kind: EventDeviceAdded, Device: name}, true
+	case deviceIface + ".StateChanged":
+		var newState, oldState, reason uint32
+		if dbus.Store(sig.Body, &newState, &oldState, &reason) != nil {
+			return Event{}, false
+		}
+		if DeviceState(oldState) != StateUnmanaged || DeviceState(newState) == StateUnmanaged {
+			return Event{}, false
+		}
+		name, _ := Device{c: c, path: sig.Path}.Interface(ctx)
+		return Event{Kind: EventDeviceManaged, Device: name}, true
+	}
+	return Event{}, false
+}
