@@ -37,6 +37,11 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		return err
 	}
 	defer h.Close()
+	if !cfg.DryRun {
+		if err := h.Preflight(ctx); err != nil {
+			return usageError{err}
+		}
+	}
 	a := agent.New(cfg, log, h, metrics.New(version), node)
 
 	if cfg.Once {
