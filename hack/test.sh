@@ -29,6 +29,7 @@ step() {
 step "install Debian packages" hack/install-deps.sh
 step "build kube-apiserver/etcd" hack/build-kube.sh
 step "build lint tools" hack/tools.sh
+step "build helm" hack/helm.sh
 step "gofmt" bash -c 'out=$(gofmt -l $(git ls-files "*.go" 2>/dev/null || find . -name "*.go")); [[ -z $out ]] || { echo "gofmt would change:"; echo "$out"; exit 1; }'
 step "go vet" go vet ./...
 step "golangci-lint" hack/lint.sh

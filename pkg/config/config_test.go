@@ -68,6 +68,8 @@ func TestCalicoNodeEnvironment(t *testing.T) {
 			check: func(c Config) bool { return !c.BGP }},
 		{name: "Typha service name means Typha", env: map[string]string{"FELIX_TYPHAK8SSERVICENAME": "calico-typha"},
 			check: func(c Config) bool { return c.Typha }},
+		{name: "calico.yaml's none means no Typha", env: map[string]string{"FELIX_TYPHAK8SSERVICENAME": "none"},
+			check: func(c Config) bool { return !c.Typha }},
 		{name: "WireGuard", env: map[string]string{"FELIX_WIREGUARDENABLED": "true"},
 			check: func(c Config) bool { return c.WireGuard }},
 		{name: "node name", env: map[string]string{"NODE_NAME": "worker-1"},

@@ -142,10 +142,11 @@ func parseBGP(field, s string) (bool, error) {
 }
 
 // parseBoolOrPresence reads --typha as a boolean; FELIX_TYPHAK8SSERVICENAME names Typha's
-// service, so any value there means Typha is used.
+// service, so a value there means Typha is used, except "none", which calico.yaml's
+// calico-config writes when there is no Typha.
 func parseBoolOrPresence(field, s string) (bool, error) {
 	if fromEnv(field) {
-		return s != "", nil
+		return s != "" && !strings.EqualFold(s, "none"), nil
 	}
 	return ParseBool(field, s)
 }

@@ -51,9 +51,10 @@ func (c *Client) Subscribe(ctx context.Context) (<-chan Event, error) {
 
 	// The library goroutines close their channel once ctx.Done closes their socket, but only
 	// after any pending send went through: whatever was subscribed must be drained.
-	// ListExisting on links fills the name cache for address and route events.
+	// No ListExisting: the library sends that dump request to the multicast socket, which the
+	// kernel allows only with CAP_NET_ADMIN. The name cache is filled from a dump below.
 	if err := netlink.LinkSubscribeWithOptions(links, ctx.Done(), netlink.LinkSubscribeOptions{
-		Namespace: c.ns, ErrorCallback: errs.recorder(EventLink), ListExisting: true, ReceiveBufferSize: receiveBuffer,
+		Namespace: c.ns, ErrorCallback: errs.recorder(EventLink), ReceiveBufferSize: receiveBuffer,
 	}); err != nil {
 		cancel()
 		return nil, fmt.Errorf("subscribe to link changes: %w", err)
@@ -72,6 +73,21 @@ func (c *Client) Subscribe(ctx context.Context) (<-chan Event, error) {
 		go drain(links)
 		go drain(addrs)
 		return nil, fmt.Errorf("subscribe to route changes: %w", err)
+	}
+
+	// Names for address and route events, which carry only an ifindex. Dumped after subscribing,
+	// so a link that appears in between is named by its own event.
+	names := map[int]string{}
+	existing, err := linkList(ctx, c.h)
+	if err != nil {
+		cancel()
+		go drain(links)
+		go drain(addrs)
+		go drain(routes)
+		return nil, err
+	}
+	for _, l := range existing {
+		names[l.Attrs().Index] = l.Attrs().Name
 	}
 
 	out := make(chan Event, updateBuffer)
@@ -99,7 +115,6 @@ func (c *Client) Subscribe(ctx context.Context) (<-chan Event, error) {
 			emit(Event{Kind: kind, Err: fmt.Errorf("%s subscription: %w", kind, err)})
 			cancel()
 		}
-		names := map[int]string{}
 		for links != nil || addrs != nil || routes != nil {
 			select {
 			case u, ok := <-links:
@@ -114,10 +129,7 @@ func (c *Client) Subscribe(ctx context.Context) (<-chan Event, error) {
 				} else {
 					names[a.Index] = a.Name
 				}
-				// Replies to the initial listing carry NLM_F_MULTI; changes never do.
-				if u.Header.Flags&unix.NLM_F_MULTI == 0 {
-					emit(Event{Kind: EventLink, Name: a.Name})
-				}
+				emit(Event{Kind: EventLink, Name: a.Name})
 			case u, ok := <-addrs:
 				if !ok {
 					addrs = nil

@@ -25,7 +25,14 @@ import (
 
 // Names calico-prep owns on the Node. Never under *.kubernetes.io.
 const (
-	LabelReady       = "calico-prep.io/ready"
+	// LabelReady is the live readiness: "true" while no check fails. For alerts and
+	// kubectl wait, not for scheduling calico-node: the DaemonSet controller deletes a daemon
+	// pod whose node stops matching its required node affinity, so gating calico-node on a
+	// label that can turn false would evict it from a node at the first failed check.
+	LabelReady = "calico-prep.io/ready"
+	// LabelPrepared is set to "true" the first time the node is ready and never set back: it
+	// gates calico-node's scheduling onto the node without ever evicting it.
+	LabelPrepared    = "calico-prep.io/prepared"
 	AnnotationReport = "calico-prep.io/report"
 	ConditionType    = "CalicoPrepReady"
 	FieldManager     = "calico-prep"

@@ -79,12 +79,19 @@ func (c *Client) Publish(ctx context.Context, want Status) (writes int, err erro
 	if seen == nil {
 		return 0, fmt.Errorf("publish to node %q: not seen yet", c.node)
 	}
-	if seen.Labels[LabelReady] != want.label() || seen.Annotations[AnnotationReport] != want.Report {
+	labels := map[string]string{LabelReady: want.label()}
+	// Once prepared, always prepared: the label stays in every apply (dropping it from an apply
+	// would remove it, as calico-prep owns it).
+	if want.Ready || seen.Labels[LabelPrepared] == "true" {
+		labels[LabelPrepared] = "true"
+	}
+	if seen.Labels[LabelReady] != labels[LabelReady] || seen.Labels[LabelPrepared] != labels[LabelPrepared] ||
+		seen.Annotations[AnnotationReport] != want.Report {
 		body := map[string]any{
 			"apiVersion": "v1", "kind": "Node",
 			"metadata": map[string]any{
 				"name":        c.node,
-				"labels":      map[string]string{LabelReady: want.label()},
+				"labels":      labels,
 				"annotations": map[string]string{AnnotationReport: want.Report},
 			},
 		}
@@ -127,7 +134,7 @@ func (c *Client) apply(ctx context.Context, body map[string]any, subresource ...
 	}
 	res, err := c.rc.Patch(types.ApplyPatchType).Resource("nodes").Name(c.node).SubResource(subresource...).
 		Param("fieldManager", FieldManager).Param("force", "true").
-		Body(data).DoRaw(ctx)
+		Body(data).Do(ctx).Raw() // Do, not DoRaw: it decodes the server's Status into the error
 	if err != nil {
 		return fmt.Errorf("apply node %q %v: %w", c.node, subresource, err)
 	}
@@ -176,7 +183,7 @@ func (c *Client) Event(ctx context.Context, warning bool, reason, message string
 func (c *Client) CountNodes(ctx context.Context) (int64, error) {
 	res, err := c.rc.Get().Resource("nodes").Param("limit", "1").
 		SetHeader("Accept", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json").
-		DoRaw(ctx)
+		Do(ctx).Raw()
 	if err != nil {
 		return 0, fmt.Errorf("count nodes: %w", err)
 	}
