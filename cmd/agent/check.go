@@ -12,7 +12,7 @@ import (
 
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := newFlagSet("check", stderr)
-	hf := bindHostFlags(fs)
+	hf := bindHostFlags(fs, false)
 	cfg, err := hf.parse(fs, args, getenv)
 	if err != nil {
 		return err

@@ -15,7 +15,7 @@ import (
 // state file records, and its NetworkManager drop-in. Everything else stays as it was.
 func runCleanup(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := newFlagSet("cleanup", stderr)
-	hf := bindHostFlags(fs)
+	hf := bindHostFlags(fs, false)
 	cfg, err := hf.parse(fs, args, getenv)
 	if err != nil {
 		return err

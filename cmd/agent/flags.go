@@ -35,8 +35,8 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// hostFlags are the flags of the commands that work on this host: the whole configuration plus
-// output and logging.
+// hostFlags are the flags of the commands that work on this host: the configuration (with the
+// daemon's options for agent run only) plus output and logging.
 type hostFlags struct {
 	load      func(getenv func(string) string) (config.Config, error)
 	output    *string
@@ -44,9 +44,13 @@ type hostFlags struct {
 	logFormat *string
 }
 
-func bindHostFlags(fs *flag.FlagSet) hostFlags {
+func bindHostFlags(fs *flag.FlagSet, daemon bool) hostFlags {
+	load := config.HostFlags
+	if daemon {
+		load = config.Flags
+	}
 	return hostFlags{
-		load:      config.Flags(fs),
+		load:      load(fs),
 		output:    fs.String("o", "table", "output format: table or json"),
 		logLevel:  fs.String("log-level", "info", "debug, info, warn or error"),
 		logFormat: fs.String("log-format", "text", "text or json"),

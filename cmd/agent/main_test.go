@@ -39,6 +39,7 @@ func TestBadInputExitsTwoWithOneLine(t *testing.T) {
 		{name: "bad output", args: []string{"check", "-o", "yaml"}, want: `-o: unknown output format "yaml"`},
 		{name: "bad autodetect method", args: []string{"autodetect", "--method=cidr=10.0.0.0"}, want: `--method: invalid CIDR "10.0.0.0"`},
 		{name: "bad ip version", args: []string{"autodetect", "--ip-version=5"}, want: `--ip-version: unknown IP version 5`},
+		{name: "run-only flag on check", args: []string{"check", "--once"}, want: "flag provided but not defined: -once"},
 		{name: "positional argument", args: []string{"check", "extra"}, want: `unexpected argument "extra"`},
 	}
 	for _, tt := range tests {
@@ -80,7 +81,7 @@ func TestREADMEDocumentsEveryFlag(t *testing.T) {
 		t.Fatal(err)
 	}
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	bindHostFlags(fs)
+	bindHostFlags(fs, true)
 	fs.VisitAll(func(f *flag.Flag) {
 		name := "--" + f.Name
 		if len(f.Name) == 1 {

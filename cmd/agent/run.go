@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 
+	"k8s.io/klog/v2"
+
 	"github.com/calico-prep/calico-prep/pkg/agent"
 	"github.com/calico-prep/calico-prep/pkg/metrics"
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
@@ -12,12 +14,14 @@ import (
 
 func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := newFlagSet("run", stderr)
-	hf := bindHostFlags(fs)
+	hf := bindHostFlags(fs, true)
 	cfg, err := hf.parse(fs, args, getenv)
 	if err != nil {
 		return err
 	}
 	log := hf.logger(stderr)
+	// client-go logs through klog (throttling, server warnings): send it to the same handler.
+	klog.SetSlogLogger(log.With("component", "client-go"))
 
 	restCfg, err := nodestatus.LoadConfig(cfg.Kubeconfig)
 	var node *nodestatus.Client

@@ -1,9 +1,14 @@
 // Package backoff is capped exponential backoff for retrying failed connections and writes.
 package backoff
 
-import "time"
+import (
+	"math/rand/v2"
+	"time"
+)
 
-// Backoff yields Min, 2·Min, 4·Min, … up to Max. The zero value is not useful; set Min and Max.
+// Backoff yields Min, 2·Min, 4·Min, … up to Max, each spread by up to ±25% so that the agents
+// of a whole cluster do not retry against the API server in step after an outage. The zero
+// value is not useful; set Min and Max.
 type Backoff struct {
 	Min, Max time.Duration
 	cur      time.Duration
@@ -16,7 +21,7 @@ func (b *Backoff) Next() time.Duration {
 	} else {
 		b.cur = min(2*b.cur, b.Max)
 	}
-	return b.cur
+	return time.Duration(float64(b.cur) * (0.75 + rand.Float64()/2))
 }
 
 // Reset starts again from Min, after a success.

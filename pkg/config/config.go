@@ -4,6 +4,7 @@
 package config
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -79,7 +80,9 @@ const DefaultMetricsBindAddress = ":9476"
 type option struct {
 	flag, env, def, usage string
 	isBool                bool
-	set                   func(c *Config, field, value string) error
+	// daemon options only mean something to agent run.
+	daemon bool
+	set    func(c *Config, field, value string) error
 }
 
 func options() []option {
@@ -113,7 +116,7 @@ func options() []option {
 			set: func(c *Config, f, v string) (err error) { c.Typha, err = parseBoolOrPresence(f, v); return }},
 		{flag: "wireguard", env: "FELIX_WIREGUARDENABLED", def: "false", isBool: true, usage: "Calico encrypts with WireGuard (UDP 51820, 51821 with IPv6)",
 			set: func(c *Config, f, v string) (err error) { c.WireGuard, err = ParseBool(f, v); return }},
-		{flag: "host-root", def: "/", usage: "where the host's /proc, /sys, /lib/modules and /boot are read",
+		{flag: "host-root", def: "/", usage: "where the host's /proc, /sys, /lib/modules, /boot and /var/lib/calico are read",
 			set: func(c *Config, f, v string) (err error) { c.HostRoot, err = ParseDir(f, v); return }},
 		{flag: "state-dir", def: "/var/lib/calico-prep", usage: "where the agent records what it added",
 			set: func(c *Config, f, v string) (err error) { c.StateDir, err = parseAbsPath(f, v); return }},
@@ -138,15 +141,18 @@ func options() []option {
 				c.NetworkManagerExtraUnmanaged, err = ParseInterfaceGlobs(f, v)
 				return
 			}},
-		{flag: "kubeconfig", env: "KUBECONFIG", usage: "kubeconfig for Node reporting (default: in-cluster, else standalone)",
+		{flag: "kubeconfig", daemon: true, env: "KUBECONFIG", usage: "kubeconfig for Node reporting (default: in-cluster, else standalone)",
 			set: func(c *Config, f, v string) error { c.Kubeconfig = v; return nil }},
-		{flag: "metrics-bind-address", def: DefaultMetricsBindAddress, usage: "address of /metrics, /healthz and /readyz; empty turns the server off",
+		{flag: "metrics-bind-address", daemon: true, def: DefaultMetricsBindAddress, usage: "address of /metrics, /healthz and /readyz; empty turns the server off",
 			set: func(c *Config, f, v string) (err error) { c.MetricsBindAddress, err = parseBindAddress(f, v); return }},
-		{flag: "resync-interval", def: "10m", usage: "slow full resync besides events",
-			set: func(c *Config, f, v string) (err error) { c.ResyncInterval, err = parsePositiveDuration(f, v); return }},
-		{flag: "dry-run", def: "false", isBool: true, usage: "verify and list what would change; change nothing",
+		{flag: "resync-interval", daemon: true, def: "10m", usage: "slow full resync besides events (at least 10s)",
+			set: func(c *Config, f, v string) (err error) {
+				c.ResyncInterval, err = parseDuration(f, v, 10*time.Second)
+				return
+			}},
+		{flag: "dry-run", daemon: true, def: "false", isBool: true, usage: "verify and list what would change; change nothing",
 			set: func(c *Config, f, v string) (err error) { c.DryRun, err = ParseBool(f, v); return }},
-		{flag: "once", def: "false", isBool: true, usage: "run one reconcile pass and exit with check's exit codes",
+		{flag: "once", daemon: true, def: "false", isBool: true, usage: "run one reconcile pass and exit with check's exit codes",
 			set: func(c *Config, f, v string) (err error) { c.Once, err = ParseBool(f, v); return }},
 	}
 }
@@ -162,10 +168,26 @@ func (v *value) String() string     { return v.s }
 func (v *value) Set(s string) error { v.s = s; return nil }
 func (v *value) IsBoolFlag() bool   { return v.isBool }
 
-// Flags binds every option to fs and returns the function that turns the parsed flags and the
-// environment into a validated Config. Flags win over environment variables, which win over defaults.
+// Flags binds every option of agent run to fs and returns the function that turns the parsed
+// flags and the environment into a validated Config. Flags win over environment variables,
+// which win over defaults.
 func Flags(fs *flag.FlagSet) func(getenv func(string) string) (Config, error) {
-	opts := options()
+	return bind(fs, options())
+}
+
+// HostFlags is Flags without the daemon's options, for agent check and agent cleanup, which
+// would otherwise accept --once or --metrics-bind-address and silently ignore them.
+func HostFlags(fs *flag.FlagSet) func(getenv func(string) string) (Config, error) {
+	var opts []option
+	for _, o := range options() {
+		if !o.daemon {
+			opts = append(opts, o)
+		}
+	}
+	return bind(fs, opts)
+}
+
+func bind(fs *flag.FlagSet, opts []option) func(getenv func(string) string) (Config, error) {
 	vals := make([]*value, len(opts))
 	for i, o := range opts {
 		vals[i] = &value{s: o.def, isBool: o.isBool}
@@ -203,7 +225,14 @@ func Flags(fs *flag.FlagSet) func(getenv func(string) string) (Config, error) {
 			if err != nil {
 				return Config{}, fmt.Errorf("--node-name: not given and the host name is unknown: %w", err)
 			}
-			c.NodeName = strings.ToLower(h)
+			if c.NodeName, err = parseNodeName("--node-name (from the host name)", strings.ToLower(h)); err != nil {
+				return Config{}, err
+			}
+		}
+		// IP-in-IP carries traffic along routes that BIRD learns over BGP; without BGP calico-node
+		// has no routes for it (VXLAN and no encapsulation work without BGP).
+		if c.Encapsulation == EncapIPIP && !c.BGP {
+			return Config{}, errors.New("--encapsulation: ipip needs BGP (--bgp=true, CALICO_NETWORKING_BACKEND=bird); use vxlan without BGP")
 		}
 		return c, nil
 	}

@@ -64,7 +64,7 @@ func TestCalicoNodeEnvironment(t *testing.T) {
 			check: func(c Config) bool { return c.Encapsulation == EncapNone }},
 		{name: "--encapsulation wins over pool env", args: []string{"--encapsulation=vxlan"}, env: map[string]string{"CALICO_IPV4POOL_IPIP": "Always"},
 			check: func(c Config) bool { return c.Encapsulation == EncapVXLAN }},
-		{name: "VXLAN backend has no BGP", env: map[string]string{"CALICO_NETWORKING_BACKEND": "vxlan"},
+		{name: "VXLAN backend has no BGP", env: map[string]string{"CALICO_NETWORKING_BACKEND": "vxlan", "CALICO_IPV4POOL_VXLAN": "Always"},
 			check: func(c Config) bool { return !c.BGP }},
 		{name: "Typha service name means Typha", env: map[string]string{"FELIX_TYPHAK8SSERVICENAME": "calico-typha"},
 			check: func(c Config) bool { return c.Typha }},
@@ -129,6 +129,9 @@ func TestInvalidInputNamesFieldAndValue(t *testing.T) {
 		{args: []string{"--networkmanager-conf-dir=conf.d"}, want: `--networkmanager-conf-dir: "conf.d" is not an absolute path`},
 		{args: []string{"--networkmanager-extra-unmanaged=a;b"}, want: `--networkmanager-extra-unmanaged: invalid interface name pattern "a;b"`},
 		{args: []string{"--resync-interval=-1m"}, want: `--resync-interval: invalid duration "-1m"`},
+		{args: []string{"--resync-interval=1ns"}, want: `--resync-interval: invalid duration "1ns": want at least 10s`},
+		{args: []string{"--bgp=false"}, want: "--encapsulation: ipip needs BGP"},
+		{env: map[string]string{"CALICO_NETWORKING_BACKEND": "vxlan", "CALICO_IPV4POOL_IPIP": "Always"}, want: "--encapsulation: ipip needs BGP"},
 		{args: []string{"--metrics-bind-address=localhost"}, want: `--metrics-bind-address: invalid address "localhost"`},
 		{args: []string{"--metrics-bind-address=nohost:80"}, want: `--metrics-bind-address: invalid host "nohost" in "nohost:80"`},
 		{args: []string{"--node-internal-ip=10.0.0.300"}, want: `--node-internal-ip: invalid IP address "10.0.0.300"`},
@@ -147,5 +150,19 @@ func TestInvalidInputNamesFieldAndValue(t *testing.T) {
 				t.Fatalf("error %q, want one line starting %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestHostFlagsLeaveOutDaemonOptions(t *testing.T) {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	HostFlags(fs)
+	for _, name := range []string{"once", "dry-run", "metrics-bind-address", "resync-interval", "kubeconfig"} {
+		if fs.Lookup(name) != nil {
+			t.Errorf("check accepts --%s, which only agent run uses", name)
+		}
+	}
+	if fs.Lookup("pod-cidr") == nil {
+		t.Error("check lacks --pod-cidr")
 	}
 }

@@ -309,10 +309,10 @@ func parseBindAddress(field, s string) (string, error) {
 	return s, nil
 }
 
-func parsePositiveDuration(field, s string) (time.Duration, error) {
+func parseDuration(field, s string, least time.Duration) (time.Duration, error) {
 	d, err := time.ParseDuration(strings.TrimSpace(s))
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%s: invalid duration %q: want a positive duration such as 10m", field, s)
+	if err != nil || d < least {
+		return 0, fmt.Errorf("%s: invalid duration %q: want at least %v, such as 10m", field, s, least)
 	}
 	return d, nil
 }

@@ -203,8 +203,8 @@ func (m *manager) verifyRule(ctx context.Context, r Rule) check.Result {
 		res = check.Failed("RuleMissing", "%s (%s) is missing from firewalld zone %s: would add it to %s configuration",
 			r, r.Why, zone, layers(!rt, !perm))
 	}
-	return res.With("zone", zone).With("rule", r.String()).
-		With("runtime", strconv.FormatBool(rt)).With("permanent", strconv.FormatBool(perm))
+	return res.With(check.FactZone, zone).With(check.FactRule, r.String()).
+		With(check.FactRuntime, strconv.FormatBool(rt)).With(check.FactPermanent, strconv.FormatBool(perm))
 }
 
 func layers(runtime, permanent bool) string {
@@ -338,7 +338,7 @@ func (m *manager) verifyZone(ctx context.Context) check.Result {
 		}
 		if !owns(m.listed().Zones, ForwardingZone, have.Description) {
 			return check.Failed("ZoneNotOwned", "firewalld zone %s exists but was not created by calico-prep; rename it or turn off --firewalld-forwarding", ForwardingZone).
-				With("zone", ForwardingZone)
+				With(check.FactZone, ForwardingZone)
 		}
 		perm = zoneDrift(have, want)
 	}
@@ -359,7 +359,7 @@ func (m *manager) verifyZone(ctx context.Context) check.Result {
 		res = check.Failed("ForwardingZoneMissing", "firewalld zone %s is not as Calico needs it (%s): would create or update it with interfaces %s and target ACCEPT",
 			ForwardingZone, problems(rt, perm), strings.Join(want.Interfaces, ","))
 	}
-	return res.With("zone", ForwardingZone).With("runtime", strconv.FormatBool(rt == "")).With("permanent", strconv.FormatBool(perm == ""))
+	return res.With(check.FactZone, ForwardingZone).With(check.FactRuntime, strconv.FormatBool(rt == "")).With(check.FactPermanent, strconv.FormatBool(perm == ""))
 }
 
 func problems(runtime, permanent string) string {

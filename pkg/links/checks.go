@@ -131,7 +131,7 @@ func verifyLink(snap host.Snapshot, spec linkSpec, uplink host.Interface, uplink
 	if !ok {
 		return check.Failed("LinkMissing", "%s is missing although calico-node has run on this node; Calico needs the %s kernel module to create it", spec.name, spec.kind)
 	}
-	facts := map[string]string{"type": l.Type, "mtu": strconv.Itoa(l.MTU), "up": strconv.FormatBool(l.Up)}
+	facts := map[string]string{check.FactLink: l.Name, "type": l.Type, "mtu": strconv.Itoa(l.MTU), check.FactUp: strconv.FormatBool(l.Up)}
 	if l.Type != spec.kind {
 		return withFacts(check.Failed("LinkWrongType", "%s is a %s link, want %s", spec.name, l.Type, spec.kind), facts)
 	}

@@ -21,22 +21,6 @@ import (
 
 const namespace = "calico_prep"
 
-// Facts the checks publish that become labelled series here. Keys are shared with the check
-// packages by convention; the golden test pins the exposition.
-const (
-	// FactZone, FactRule, FactRuntime and FactPermanent describe one firewalld rule.
-	FactZone      = "zone"
-	FactRule      = "rule"
-	FactRuntime   = "runtime"
-	FactPermanent = "permanent"
-	// FactUnmanagedPrefix + device name → "true" when NetworkManager leaves the device
-	// unmanaged (networkmanager.FactUnmanagedPrefix).
-	FactUnmanagedPrefix = "unmanaged/"
-	// FactLink and FactUp describe one Calico link.
-	FactLink = "link"
-	FactUp   = "up"
-)
-
 var statuses = []check.Status{check.Pass, check.Fail, check.NotApplicable, check.Disabled}
 
 // Metrics holds the agent's collectors and its registry.
@@ -161,18 +145,18 @@ func (c reportCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, s := range statuses {
 			ch <- prometheus.MustNewConstMetric(m.checkStatus, prometheus.GaugeValue, boolValue(e.Status == s), e.Name, string(s))
 		}
-		if rule := e.Facts[FactRule]; rule != "" && e.Status != check.Disabled {
-			zone := e.Facts[FactZone]
-			ch <- prometheus.MustNewConstMetric(m.fwRule, prometheus.GaugeValue, boolValue(e.Facts[FactRuntime] == "true"), zone, rule, "runtime")
-			ch <- prometheus.MustNewConstMetric(m.fwRule, prometheus.GaugeValue, boolValue(e.Facts[FactPermanent] == "true"), zone, rule, "permanent")
+		if rule := e.Facts[check.FactRule]; rule != "" && e.Status != check.Disabled {
+			zone := e.Facts[check.FactZone]
+			ch <- prometheus.MustNewConstMetric(m.fwRule, prometheus.GaugeValue, boolValue(e.Facts[check.FactRuntime] == "true"), zone, rule, "runtime")
+			ch <- prometheus.MustNewConstMetric(m.fwRule, prometheus.GaugeValue, boolValue(e.Facts[check.FactPermanent] == "true"), zone, rule, "permanent")
 		}
 		for k, v := range e.Facts {
-			if dev, ok := strings.CutPrefix(k, FactUnmanagedPrefix); ok {
+			if dev, ok := strings.CutPrefix(k, check.FactUnmanagedPrefix); ok {
 				and(devices, aggregate(dev), v == "true")
 			}
 		}
-		if link := e.Facts[FactLink]; link != "" {
-			and(linksUp, aggregate(link), e.Facts[FactUp] == "true")
+		if link := e.Facts[check.FactLink]; link != "" {
+			and(linksUp, aggregate(link), e.Facts[check.FactUp] == "true")
 		}
 	}
 	for dev, ok := range devices {

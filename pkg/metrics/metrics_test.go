@@ -19,12 +19,12 @@ var update = flag.Bool("update", false, "rewrite golden files")
 
 func sampleReport() check.Report {
 	fw := func(name, rule string, runtime, permanent bool, st check.Status) check.Entry {
-		r := check.Result{Status: st, Reason: "X", Message: "m"}.With(FactZone, "public").With(FactRule, rule)
-		r = r.With(FactRuntime, map[bool]string{true: "true", false: "false"}[runtime]).With(FactPermanent, map[bool]string{true: "true", false: "false"}[permanent])
+		r := check.Result{Status: st, Reason: "X", Message: "m"}.With(check.FactZone, "public").With(check.FactRule, rule)
+		r = r.With(check.FactRuntime, map[bool]string{true: "true", false: "false"}[runtime]).With(check.FactPermanent, map[bool]string{true: "true", false: "false"}[permanent])
 		return check.Entry{Name: name, Result: r}
 	}
-	nm := check.Passed("all unmanaged").With(FactUnmanagedPrefix+"tunl0", "true").
-		With(FactUnmanagedPrefix+"cali1234567890a", "true").With(FactUnmanagedPrefix+"cali0987654321b", "false")
+	nm := check.Passed("all unmanaged").With(check.FactUnmanagedPrefix+"tunl0", "true").
+		With(check.FactUnmanagedPrefix+"cali1234567890a", "true").With(check.FactUnmanagedPrefix+"cali0987654321b", "false")
 	return check.Report{
 		Time:  time.Unix(1_800_000_000, 0).UTC(),
 		Ready: false,
@@ -32,7 +32,7 @@ func sampleReport() check.Report {
 			fw("firewalld/port-179-tcp", "179/tcp", true, true, check.Pass),
 			fw("firewalld/protocol-ipencap", "ipencap", true, false, check.Fail),
 			{Name: "networkmanager/unmanaged", Result: nm, Applied: true},
-			{Name: "links/tunl0", Result: check.Passed("up").With(FactLink, "tunl0").With(FactUp, "true")},
+			{Name: "links/tunl0", Result: check.Passed("up").With(check.FactLink, "tunl0").With(check.FactUp, "true")},
 			{Name: "kernel/module/ipip", Result: check.Result{Status: check.Disabled}},
 			{Name: "cidr/ipv4-pool", Result: check.Failed("PodCIDROverlap", "overlap"), ApplyError: ""},
 		},

@@ -22,7 +22,7 @@ const (
 
 // FactUnmanagedPrefix starts the fact of each Calico device in CheckUnmanaged's result:
 // "unmanaged/cali0a1b2c3d4e5" is "true" or "false".
-const FactUnmanagedPrefix = "unmanaged/"
+const FactUnmanagedPrefix = check.FactUnmanagedPrefix
 
 // Options configure the checks.
 type Options struct {

@@ -106,13 +106,14 @@ func (c *Client) Close() error { return c.conn.Close() }
 func (c *Client) StateChangingCalls() uint64 { return c.changes.Load() }
 
 func (c *Client) call(ctx context.Context, path dbus.ObjectPath, method string, args ...any) *dbus.Call {
-	return c.conn.Object(BusName, path).CallWithContext(ctx, method, 0, args...)
+	// No auto-start: asking must never start a stopped NetworkManager.
+	return c.conn.Object(BusName, path).CallWithContext(ctx, method, dbus.FlagNoAutoStart, args...)
 }
 
 // Running reports whether NetworkManager owns its name on the bus.
 func (c *Client) Running(ctx context.Context) (bool, error) {
 	var has bool
-	err := c.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.NameHasOwner", 0, BusName).Store(&has)
+	err := c.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.NameHasOwner", dbus.FlagNoAutoStart, BusName).Store(&has)
 	if err != nil {
 		return false, fmt.Errorf("ask the bus for %s: %w", BusName, err)
 	}

@@ -104,7 +104,7 @@ func TestMerge(t *testing.T) {
 }
 
 func TestDropInContent(t *testing.T) {
-	got := string(dropIn(CalicoPatterns))
+	got := string(dropIn(CalicoPatterns()))
 	want := "unmanaged-devices+=interface-name:cali*;interface-name:tunl*;interface-name:vxlan.calico;" +
 		"interface-name:vxlan-v6.calico;interface-name:wireguard.cali;interface-name:wg-v6.cali\n"
 	if !strings.HasPrefix(got, ownHeader) || !strings.Contains(got, "\n[keyfile]\n") || !strings.HasSuffix(got, want) {
@@ -114,7 +114,7 @@ func TestDropInContent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := evaluate([]confFile{f}, CalicoPatterns)
+	res := evaluate([]confFile{f}, CalicoPatterns())
 	for _, r := range res {
 		if !r.covered {
 			t.Errorf("own drop-in does not cover %s", r.pattern)
@@ -127,7 +127,7 @@ func TestPatterns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := append(append([]string(nil), CalicoPatterns...), "flannel*", "bpf*")
+	want := append(append([]string(nil), CalicoPatterns()...), "flannel*", "bpf*")
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Patterns = %q, want %q", got, want)
 	}

@@ -91,10 +91,10 @@ func TestReadOnlyConfDir(t *testing.T) {
 
 func TestWriteOwnLeavesNoTemporaryFile(t *testing.T) {
 	dir := t.TempDir()
-	if err := writeOwn(dir, dropIn(CalicoPatterns)); err != nil {
+	if err := writeOwn(dir, dropIn(CalicoPatterns())); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeOwn(dir, dropIn(append(CalicoPatterns, "x*"))); err != nil {
+	if err := writeOwn(dir, dropIn(append(CalicoPatterns(), "x*"))); err != nil {
 		t.Fatal(err)
 	}
 	entries, err := os.ReadDir(dir)

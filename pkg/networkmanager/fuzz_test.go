@@ -33,17 +33,17 @@ func FuzzParseConf(f *testing.F) {
 			}
 			return
 		}
-		res := evaluate([]confFile{cf}, CalicoPatterns)
-		if len(res) != len(CalicoPatterns) {
-			t.Fatalf("%d results for %d patterns", len(res), len(CalicoPatterns))
+		res := evaluate([]confFile{cf}, CalicoPatterns())
+		if len(res) != len(CalicoPatterns()) {
+			t.Fatalf("%d results for %d patterns", len(res), len(CalicoPatterns()))
 		}
 		// Adding calico-prep's own drop-in after the file covers every pattern unless the
 		// file excepts it.
-		own, err := parseConf(ownFile, dropIn(CalicoPatterns))
+		own, err := parseConf(ownFile, dropIn(CalicoPatterns()))
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, r := range evaluate([]confFile{cf, own}, CalicoPatterns) {
+		for _, r := range evaluate([]confFile{cf, own}, CalicoPatterns()) {
 			if !r.covered && !strings.Contains(r.conflict, "excepts it") {
 				t.Fatalf("own drop-in after %q leaves %s uncovered: %+v", data, r.pattern, r)
 			}

@@ -219,7 +219,7 @@ func TestApplyLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range CalicoPatterns {
+	for _, p := range CalicoPatterns() {
 		if !strings.Contains(string(data), "interface-name:"+p) {
 			t.Errorf("drop-in lacks %s:\n%s", p, data)
 		}

@@ -38,8 +38,10 @@ func (c *Client) Watch(ctx context.Context) (<-chan Event, error) {
 	rules := [][]dbus.MatchOption{
 		{dbus.WithMatchSender("org.freedesktop.DBus"), dbus.WithMatchInterface("org.freedesktop.DBus"),
 			dbus.WithMatchMember("NameOwnerChanged"), dbus.WithMatchArg(0, BusName)},
-		{dbus.WithMatchInterface(managerIface), dbus.WithMatchMember("DeviceAdded"), dbus.WithMatchObjectPath(managerPath)},
-		{dbus.WithMatchInterface(deviceIface), dbus.WithMatchMember("StateChanged"), dbus.WithMatchPathNamespace(devicesPath)},
+		// The sender is NetworkManager's well-known name: the bus matches whoever owns it now,
+		// so no other client can trigger passes.
+		{dbus.WithMatchSender(BusName), dbus.WithMatchInterface(managerIface), dbus.WithMatchMember("DeviceAdded"), dbus.WithMatchObjectPath(managerPath)},
+		{dbus.WithMatchSender(BusName), dbus.WithMatchInterface(deviceIface), dbus.WithMatchMember("StateChanged"), dbus.WithMatchPathNamespace(devicesPath)},
 	}
 	var added [][]dbus.MatchOption
 	unsubscribe := func() {

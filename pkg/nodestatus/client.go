@@ -12,6 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -44,11 +47,17 @@ const (
 // the host and serves metrics without Node reporting.
 var ErrStandalone = errors.New("no kubeconfig and not running in a cluster")
 
-// LoadConfig returns the REST config from kubeconfig (a path), else the in-cluster config, else
-// ErrStandalone.
+// LoadConfig returns the REST config from kubeconfig (a path, or a list of paths as KUBECONFIG
+// allows), else the in-cluster config, else ErrStandalone.
 func LoadConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig != "" {
-		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		paths := filepath.SplitList(kubeconfig)
+		// clientcmd skips missing files in a list; a mistyped path should say so instead.
+		if !slices.ContainsFunc(paths, func(p string) bool { _, err := os.Stat(p); return err == nil }) {
+			return nil, fmt.Errorf("load kubeconfig %q: no such file", kubeconfig)
+		}
+		rules := &clientcmd.ClientConfigLoadingRules{Precedence: paths}
+		cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
 		if err != nil {
 			return nil, fmt.Errorf("load kubeconfig %q: %w", kubeconfig, err)
 		}

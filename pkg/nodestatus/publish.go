@@ -136,7 +136,11 @@ func (c *Client) apply(ctx context.Context, body map[string]any, subresource ...
 		Param("fieldManager", FieldManager).Param("force", "true").
 		Body(data).Do(ctx).Raw() // Do, not DoRaw: it decodes the server's Status into the error
 	if err != nil {
-		return fmt.Errorf("apply node %q %v: %w", c.node, subresource, err)
+		what := "node"
+		if len(subresource) > 0 {
+			what = "node status"
+		}
+		return fmt.Errorf("apply %s %q: %w", what, c.node, err)
 	}
 	var n corev1.Node
 	if err := json.Unmarshal(res, &n); err != nil {

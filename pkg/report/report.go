@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"github.com/calico-prep/calico-prep/pkg/autodetect"
@@ -43,7 +42,13 @@ type Node struct {
 	Advice []string `json:"advice,omitempty"`
 	// Host is the node's network without Calico's own interfaces and routes.
 	Host host.Snapshot `json:"host"`
+	// Truncated says Host was cut to keep the annotation small (see MaxSize).
+	Truncated bool `json:"truncated,omitempty"`
 }
+
+// MaxSize bounds the annotation. All annotations of an object share 256 KiB, and every node
+// writes its report again when it changes.
+const MaxSize = 64 << 10
 
 // Failure is one failing check.
 type Failure struct {
@@ -77,19 +82,26 @@ func IsCalicoInterface(name string) bool {
 	return strings.HasPrefix(name, "cali")
 }
 
+// isServiceInterface reports whether name is a dummy interface that holds service addresses:
+// kube-proxy's kube-ipvs0 (every ClusterIP in IPVS mode) and node-local-dns. Their addresses
+// change with every Service, which would make every node rewrite its report.
+func isServiceInterface(name string) bool {
+	return strings.HasPrefix(name, "kube-ipvs") || strings.HasPrefix(name, "nodelocaldns")
+}
+
 // HostOf returns the part of a snapshot worth reporting: interfaces that have addresses,
-// without Calico's, and routes that are not Calico's (via its interfaces or installed by BIRD
-// or Felix for its blocks).
+// without Calico's and without service dummies, and routes that are not Calico's (via its
+// interfaces or installed by BIRD or Felix for its blocks).
 func HostOf(s host.Snapshot) host.Snapshot {
 	var out host.Snapshot
 	for _, i := range s.Interfaces {
-		if len(i.Addrs) == 0 || IsCalicoInterface(i.Name) {
+		if len(i.Addrs) == 0 || IsCalicoInterface(i.Name) || isServiceInterface(i.Name) {
 			continue
 		}
 		out.Interfaces = append(out.Interfaces, i)
 	}
 	for _, r := range s.Routes {
-		if IsCalicoInterface(r.Dev) || r.Protocol == "bird" || r.Protocol == "80" {
+		if IsCalicoInterface(r.Dev) || isServiceInterface(r.Dev) || r.Protocol == "bird" || r.Protocol == "80" {
 			continue
 		}
 		out.Routes = append(out.Routes, r)
@@ -97,15 +109,26 @@ func HostOf(s host.Snapshot) host.Snapshot {
 	return out
 }
 
-// Encode returns the compact JSON of the annotation.
+// Encode returns the compact JSON of the annotation, at most MaxSize bytes: a node with a huge
+// routing table reports its interfaces without routes, and if that is still too big, no host
+// network at all, marked Truncated (agent plan then treats the node as unknown).
 func (n Node) Encode() (string, error) {
 	n.V = Version
-	n.Disabled = slices.Clip(n.Disabled)
-	b, err := json.Marshal(n)
-	if err != nil {
-		return "", fmt.Errorf("encode report: %w", err)
+	for _, cut := range []func(*Node){
+		func(*Node) {},
+		func(n *Node) { n.Host.Routes, n.Truncated = nil, true },
+		func(n *Node) { n.Host, n.Truncated = host.Snapshot{}, true },
+	} {
+		cut(&n)
+		b, err := json.Marshal(n)
+		if err != nil {
+			return "", fmt.Errorf("encode report: %w", err)
+		}
+		if len(b) <= MaxSize {
+			return string(b), nil
+		}
 	}
-	return string(b), nil
+	return "", fmt.Errorf("encode report: larger than %d bytes without the host network", MaxSize)
 }
 
 // Decode parses an annotation value.

@@ -74,6 +74,32 @@ func TestEncodeDecodeAndStability(t *testing.T) {
 	}
 }
 
+func TestEncodeStaysSmall(t *testing.T) {
+	var n Node
+	for i := range 5000 {
+		n.Host.Routes = append(n.Host.Routes, host.Route{Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24), Dev: "ens33", Protocol: "static"})
+	}
+	n.Host.Interfaces = []host.Interface{{Index: 2, Name: "ens33", Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.0.5/16")}}}
+	s, err := n.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Decode(s)
+	if err != nil || len(s) > MaxSize || !back.Truncated || len(back.Host.Routes) != 0 || len(back.Host.Interfaces) != 1 {
+		t.Fatalf("%d bytes, truncated=%v, %d routes, %d interfaces, err %v", len(s), back.Truncated, len(back.Host.Routes), len(back.Host.Interfaces), err)
+	}
+}
+
+func TestHostOfLeavesOutServiceDummies(t *testing.T) {
+	snap := seedSnapshot()
+	snap.Interfaces = append(snap.Interfaces, host.Interface{Index: 9, Name: "kube-ipvs0", Addrs: []netip.Prefix{netip.MustParsePrefix("10.96.0.1/32")}})
+	for _, i := range HostOf(snap).Interfaces {
+		if i.Name == "kube-ipvs0" {
+			t.Fatal("kube-ipvs0 reported: every Service change would rewrite every node's report")
+		}
+	}
+}
+
 // FuzzDecode: an annotation anyone can edit never panics the decoder (agent plan reads them
 // from every node), and what decodes encodes again.
 func FuzzDecode(f *testing.F) {

@@ -7,6 +7,7 @@ package demo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -43,12 +44,13 @@ func TestDemo(t *testing.T) {
 	// hack/demo.sh turns the API server off when its binaries are not built yet (a cold build
 	// takes minutes); the test suite always has it.
 	var c *kubetest.Cluster
+	runArgs := []string{"run", "--once", "--pod-cidr=172.16.0.0/16"}
 	if os.Getenv("CALICO_PREP_DEMO_KUBE") != "off" {
 		c = kubetest.Start(t)
 		server := c.RelayInto(t, n.NetNS)
 		createNode(t, c, n)
 		c.Kubectl(t, "apply", "-f", writeRBAC(t))
-		args = append(args, "--kubeconfig="+c.KubeconfigFor(t, c.Token(t, "calico-prep", "calico-prep", n.Name), server))
+		runArgs = append(runArgs, "--kubeconfig="+c.KubeconfigFor(t, c.Token(t, "calico-prep", "calico-prep", n.Name), server))
 	} else {
 		say("(no API server: its binaries are not built yet; run 'make demo KUBE=1' to build them once)")
 	}
@@ -64,7 +66,7 @@ func TestDemo(t *testing.T) {
 	}
 
 	section("agent run --once with the pod CIDR the seed guide picks, 172.16.0.0/16")
-	out, code = runAgent(ctx, n, bin, append([]string{"run", "--once", "--pod-cidr=172.16.0.0/16"}, args...)...)
+	out, code = runAgent(ctx, n, bin, append(runArgs, args...)...)
 	say("%s(exit %d)", out, code)
 	if code != 0 {
 		t.Fatalf("run --once exit %d, want 0", code)
@@ -135,25 +137,10 @@ func runAgent(ctx context.Context, n *testbed.Node, bin string, args ...string) 
 	switch {
 	case err == nil:
 		return string(out), 0
-	case asExit(err, &ee):
+	case errors.As(err, &ee):
 		return string(out), ee.ExitCode()
 	}
 	return string(out) + err.Error() + "\n", -1
-}
-
-func asExit(err error, ee **exec.ExitError) bool {
-	for e := err; e != nil; {
-		if x, ok := e.(*exec.ExitError); ok {
-			*ee = x
-			return true
-		}
-		u, ok := e.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		e = u.Unwrap()
-	}
-	return false
 }
 
 func mustExec(t *testing.T, ctx context.Context, n *testbed.Node, name string, args ...string) string {

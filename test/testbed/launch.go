@@ -178,7 +178,10 @@ func (n *Node) signal(d *daemon, sig syscall.Signal) error {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not signalling %s (pid %d): it is not in the node's network namespace net:[%d] (%d, %v)", d.name, d.pid, n.netnsIno, ino, err)
+			if err != nil {
+				return fmt.Errorf("not signalling %s (pid %d): cannot read its network namespace: %w", d.name, d.pid, err)
+			}
+			return fmt.Errorf("not signalling %s (pid %d): it is in net:[%d], not the node's network namespace net:[%d]", d.name, d.pid, ino, n.netnsIno)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
