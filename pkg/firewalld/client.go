@@ -8,29 +8,27 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/calico-prep/calico-prep/internal/systembus"
 )
 
 // D-Bus names of firewalld (see firewalld's server/ directory and REFERENCE §3).
 const (
-	busName          = "org.fedoraproject.FirewallD1"
-	objectPath       = dbus.ObjectPath("/org/fedoraproject/FirewallD1")
-	configPath       = dbus.ObjectPath("/org/fedoraproject/FirewallD1/config")
-	ifaceMain        = "org.fedoraproject.FirewallD1"
-	ifaceZone        = "org.fedoraproject.FirewallD1.zone"
-	ifacePolicy      = "org.fedoraproject.FirewallD1.policy"
-	ifaceConfig      = "org.fedoraproject.FirewallD1.config"
-	ifaceConfigZone  = "org.fedoraproject.FirewallD1.config.zone"
-	ifaceConfigPol   = "org.fedoraproject.FirewallD1.config.policy"
-	ifaceProperties  = "org.freedesktop.DBus.Properties"
-	busDaemonName    = "org.freedesktop.DBus"
-	busDaemonPath    = dbus.ObjectPath("/org/freedesktop/DBus")
-	defaultSystemBus = "unix:path=/run/dbus/system_bus_socket"
+	busName         = "org.fedoraproject.FirewallD1"
+	objectPath      = dbus.ObjectPath("/org/fedoraproject/FirewallD1")
+	configPath      = dbus.ObjectPath("/org/fedoraproject/FirewallD1/config")
+	ifaceMain       = "org.fedoraproject.FirewallD1"
+	ifaceZone       = "org.fedoraproject.FirewallD1.zone"
+	ifacePolicy     = "org.fedoraproject.FirewallD1.policy"
+	ifaceConfig     = "org.fedoraproject.FirewallD1.config"
+	ifaceConfigZone = "org.fedoraproject.FirewallD1.config.zone"
+	ifaceConfigPol  = "org.fedoraproject.FirewallD1.config.policy"
+	ifaceProperties = "org.freedesktop.DBus.Properties"
+	busDaemonName   = "org.freedesktop.DBus"
+	busDaemonPath   = dbus.ObjectPath("/org/freedesktop/DBus")
 )
 
 // Client is a connection to the system bus for talking to firewalld. It is safe for concurrent
@@ -46,37 +44,12 @@ type Client struct {
 // only, not the connection's life. A node without a system bus has no firewalld either: the
 // error then also matches ErrNotRunning.
 func Dial(ctx context.Context, address string) (*Client, error) {
-	if address == "" {
-		address = os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
-	}
-	if address == "" {
-		address = defaultSystemBus
-	}
-	conn, err := dbus.Dial(address)
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-		return nil, fmt.Errorf("dial system bus %q: %w: %w", address, ErrNotRunning, err)
+	conn, err := systembus.Dial(ctx, address)
+	if errors.Is(err, systembus.ErrNoBus) {
+		return nil, fmt.Errorf("%w: %w", ErrNotRunning, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("dial system bus %q: %w", address, err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		if err := conn.Auth(nil); err != nil {
-			done <- err
-			return
-		}
-		done <- conn.Hello()
-	}()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		// Closing the connection unblocks the handshake; wait for it so nothing outlives Dial.
-		_ = conn.Close()
-		err = errors.Join(ctx.Err(), <-done)
-	}
-	if err != nil {
-		_ = conn.Close()
-		return nil, fmt.Errorf("connect to system bus %q: %w", address, err)
+		return nil, err
 	}
 	return &Client{conn: conn}, nil
 }

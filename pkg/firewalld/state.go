@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/calico-prep/calico-prep/internal/atomicfile"
 )
 
 // stateFile is the record, under the state directory, of everything calico-prep added to
@@ -93,10 +95,10 @@ func loadState(dir string) (state, error) {
 func (s state) save(dir string) error {
 	path := filepath.Join(dir, stateFile)
 	if s.empty() {
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if _, err := atomicfile.Remove(path); err != nil {
 			return fmt.Errorf("remove firewalld state: %w", err)
 		}
-		return syncDir(dir)
+		return nil
 	}
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
@@ -105,38 +107,9 @@ func (s state) save(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create state directory %q: %w", dir, err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+stateFile+".*")
-	if err != nil {
-		return fmt.Errorf("write firewalld state: %w", err)
-	}
-	defer func() { _ = os.Remove(tmp.Name()) }() // fails harmlessly after the rename
-	_, err = tmp.Write(append(b, '\n'))
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write firewalld state %q: %w", path, err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("sync state directory %q: %w", dir, err)
-	}
-	defer func() { _ = d.Close() }()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync state directory %q: %w", dir, err)
+	if err := atomicfile.Write(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("save firewalld state: %w", err)
 	}
 	return nil
 }
+

@@ -8,12 +8,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/calico-prep/calico-prep/internal/systembus"
 )
 
 // D-Bus names of NetworkManager's API.
@@ -24,8 +25,6 @@ const (
 	deviceIface     = "org.freedesktop.NetworkManager.Device"
 	devicesPath     = "/org/freedesktop/NetworkManager/Devices"
 	propertiesIface = "org.freedesktop.DBus.Properties"
-
-	defaultSystemBus = "unix:path=/run/dbus/system_bus_socket"
 )
 
 // ReloadConf is Reload's flag for re-reading NetworkManager.conf and its conf.d directories.
@@ -68,35 +67,14 @@ type Client struct {
 // Dial opens a private connection to the system bus at address; "" means
 // DBUS_SYSTEM_BUS_ADDRESS, else the standard socket.
 func Dial(ctx context.Context, address string) (*Client, error) {
-	if address == "" {
-		address = os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
+	conn, err := systembus.Dial(ctx, address)
+	if errors.Is(err, systembus.ErrNoBus) {
+		return nil, fmt.Errorf("%w: %w", ErrNotRunning, err)
 	}
-	if address == "" {
-		address = defaultSystemBus
+	if err != nil {
+		return nil, err
 	}
-	type result struct {
-		conn *dbus.Conn
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		c, err := dbus.Connect(address)
-		done <- result{c, err}
-	}()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			return nil, fmt.Errorf("connect to system bus %q: %w", address, r.err)
-		}
-		return &Client{conn: r.conn}, nil
-	case <-ctx.Done():
-		go func() {
-			if r := <-done; r.conn != nil {
-				_ = r.conn.Close()
-			}
-		}()
-		return nil, fmt.Errorf("connect to system bus %q: %w", address, ctx.Err())
-	}
+	return &Client{conn: conn}, nil
 }
 
 // Close closes the connection; Watch channels close with it.

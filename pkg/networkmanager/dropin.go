@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/calico-prep/calico-prep/internal/atomicfile"
 )
 
 // ownFile is calico-prep's drop-in. It appends with "+=" rather than assigning, so that
@@ -110,40 +112,16 @@ func (o ownState) current(want []byte) bool {
 	return o.exists && o.mode == ownMode && bytes.Equal(o.data, want)
 }
 
-// writeOwn replaces the drop-in atomically: a temporary file in the same directory (its name
-// does not end in ".conf", so NetworkManager never reads it), fsync, rename, fsync of the
-// directory. On any error the temporary file is removed and the old drop-in stays.
-func writeOwn(dir string, data []byte) (err error) {
-	path := filepath.Join(dir, ownFile)
+// writeOwn replaces the drop-in atomically (its temporary name does not end in ".conf", so
+// NetworkManager never reads it); on any error the old drop-in stays.
+func writeOwn(dir string, data []byte) error {
 	if err := ValidateConfDir(dir); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, "."+ownFile+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write drop-in %q: %w", path, err)
+	if err := atomicfile.Write(filepath.Join(dir, ownFile), data, ownMode); err != nil {
+		return fmt.Errorf("write drop-in: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			_ = tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("write drop-in %q: %w", path, err)
-	}
-	if err := tmp.Chmod(ownMode); err != nil {
-		return fmt.Errorf("write drop-in %q: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("write drop-in %q: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write drop-in %q: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write drop-in %q: %w", path, err)
-	}
-	return syncDir(dir)
+	return nil
 }
 
 // removeOwn removes the drop-in if calico-prep wrote it. A file of that name without
@@ -157,25 +135,11 @@ func removeOwn(dir string) (bool, error) {
 	if !o.ours() {
 		return false, fmt.Errorf("remove drop-in %q: it was not written by calico-prep (no %q header); leaving it", path, ownHeader)
 	}
-	if err := os.Remove(path); err != nil {
-		return false, fmt.Errorf("remove drop-in %q: %w", path, err)
-	}
-	return true, syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+	removed, err := atomicfile.Remove(path)
 	if err != nil {
-		return fmt.Errorf("sync directory %q: %w", dir, err)
+		return false, fmt.Errorf("remove drop-in: %w", err)
 	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync directory %q: %w", dir, err)
-	}
-	return nil
+	return removed, nil
 }
 
 // confReport is what the configuration on disk means for the patterns.
