@@ -112,4 +112,3 @@ func (s state) save(dir string) error {
 	}
 	return nil
 }
-
