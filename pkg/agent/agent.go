@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/calico-prep/calico-prep/pkg/backoff"
@@ -42,6 +43,9 @@ type Agent struct {
 	last      *check.Report      // last finished pass
 	advice    []string           // from the last node count
 	published *nodestatus.Status // what the Node says since our last write
+
+	// publishFailed is set while a write to the Node is waiting for its retry.
+	publishFailed atomic.Bool
 
 	// Owned by the loop goroutine.
 	pendingEvent *event
@@ -113,7 +117,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		spawn(a.watchNode)
 	}
 	spawn(a.resync)
-	fw, nm := a.host.Connect(ctx)
+	// Open has connected what it could: watch those clients too, not only the ones a later
+	// Connect dials, or a reload or restart of firewalld or NetworkManager goes unheard.
+	a.host.Connect(ctx)
+	fw, nm := a.host.clients()
 	a.watchClients(spawn, fw, nm)
 	a.Poke()
 
@@ -202,9 +209,11 @@ func (a *Agent) publish(ctx context.Context, prev *check.Report, rep check.Repor
 		a.pendingEvent = nil
 	}
 	a.publishRetry.Reset()
+	a.publishFailed.Store(false)
 }
 
 func (a *Agent) retryPublish(err error) {
+	a.publishFailed.Store(true)
 	d := a.publishRetry.Next()
 	a.log.Warn("cannot update the Node; retrying", "err", err, "retry_in", d)
 	time.AfterFunc(d, a.Poke)
@@ -270,11 +279,12 @@ func transition(prevReady *bool, prev *check.Report, rep check.Report) *event {
 
 // watchNode follows the Node: its InternalIPs feed kubernetes-internal-ip, and a change to what
 // calico-prep published (someone removed the label) asks for a pass. Kubelet's own status
-// updates change neither and cost nothing.
+// updates change neither and cost nothing. A Node delivered while a write waits for its retry
+// means the API server is back: the pass retries now rather than when the backoff says.
 func (a *Agent) watchNode(ctx context.Context) {
 	for n := range a.node.Watch(ctx) {
 		changed := a.host.SetInternalIPs(parseIPs(n.InternalIPs))
-		if changed || a.drifted(n) {
+		if changed || a.drifted(n) || a.publishFailed.Load() {
 			a.Poke()
 		}
 	}

@@ -106,6 +106,13 @@ func (h *Host) Connect(ctx context.Context) (fw *firewalld.Client, nm *networkma
 	return fw, nm
 }
 
+// clients returns the connected clients.
+func (h *Host) clients() (*firewalld.Client, *networkmanager.Client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.fw, h.nm
+}
+
 // Disconnect drops a client whose connection ended (its watch closed), so the next pass dials
 // again.
 func (h *Host) Disconnect(client any) {

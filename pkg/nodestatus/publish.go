@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 )
 
 // Status is what the Node should say about this node's preparation.
@@ -39,12 +40,22 @@ type view struct {
 	uid  types.UID
 }
 
-func (v *view) set(n *corev1.Node) Node {
+// set records n unless the view holds a newer version of the same Node, and reports whether
+// it recorded it. A watch event can arrive after the response to a later write; taken as
+// news, it would make the next pass write again what the Node already says.
+func (v *view) set(n *corev1.Node) (Node, bool) {
 	nn := nodeFrom(n)
 	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.node != nil && v.uid == n.UID {
+		// Resource versions of one object are comparable (KEP-5504); when one is not a
+		// plain number, the newest arrival wins as before.
+		if cmp, err := resourceversion.CompareResourceVersion(n.ResourceVersion, v.node.ResourceVersion); err == nil && cmp < 0 {
+			return *v.node, false
+		}
+	}
 	v.node, v.uid = &nn, n.UID
-	v.mu.Unlock()
-	return nn
+	return nn, true
 }
 
 func (v *view) get() (*Node, types.UID) {

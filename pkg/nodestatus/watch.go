@@ -19,6 +19,11 @@ import (
 // watches after 30–60 minutes, and each reconnect is a request from every node.
 const watchTimeout = 6 * time.Hour
 
+// watchRetryMax caps the wait between attempts while the API server is away: a doubling
+// without a low cap would leave the Node unwatched, and a failed write unretried, for as long
+// again as the outage lasted. 10 s keeps a thousand nodes at 100 attempts/s meanwhile.
+const watchRetryMax = 10 * time.Second
+
 var errGone = errors.New("resource version too old")
 
 // Watch follows this node's object with a single-object watch (a field selector on its name,
@@ -31,17 +36,23 @@ func (c *Client) Watch(ctx context.Context) <-chan Node {
 	go func() {
 		defer close(ch)
 		rv := ""
-		b := backoff.Backoff{Min: time.Second, Max: time.Minute}
+		b := backoff.Backoff{Min: time.Second, Max: watchRetryMax}
 		for {
-			got, err := c.watchOnce(ctx, &rv, ch)
+			progressed, err := c.watchOnce(ctx, &rv, ch)
 			if ctx.Err() != nil {
 				return
 			}
-			if errors.Is(err, errGone) {
-				rv = ""
-			}
-			if got {
+			// The watch served (a quiet one still gets bookmarks): whatever ended it, the
+			// backoff that spaces attempts against a server that is away starts again.
+			if progressed {
 				b.Reset()
+			}
+			if errors.Is(err, errGone) {
+				// rv is older than the server keeps (it restarted or compacted): start again
+				// from the current state, at once; waiting would only hide changes.
+				c.log.Info("node watch expired; watching again from the current state", "node", c.node)
+				rv = ""
+				continue
 			}
 			d := b.Next()
 			c.log.Warn("node watch ended; watching again", "node", c.node, "err", err, "retry_in", d)
@@ -55,7 +66,9 @@ func (c *Client) Watch(ctx context.Context) <-chan Node {
 	return ch
 }
 
-func (c *Client) watchOnce(ctx context.Context, rv *string, ch chan Node) (got bool, err error) {
+// watchOnce runs one watch request until it ends; progressed reports whether it delivered a
+// state of the Node or a bookmark.
+func (c *Client) watchOnce(ctx context.Context, rv *string, ch chan Node) (progressed bool, err error) {
 	req := c.rc.Get().Resource("nodes").
 		Param("fieldSelector", "metadata.name="+c.node).
 		Param("watch", "true").
@@ -76,31 +89,34 @@ func (c *Client) watchOnce(ctx context.Context, rv *string, ch chan Node) (got b
 			Object json.RawMessage `json:"object"`
 		}
 		if err := dec.Decode(&ev); err != nil {
-			return got, fmt.Errorf("read node watch %q: %w", c.node, err)
+			return progressed, fmt.Errorf("read node watch %q: %w", c.node, err)
 		}
 		switch ev.Type {
 		case "ADDED", "MODIFIED":
 			var n corev1.Node
 			if err := json.Unmarshal(ev.Object, &n); err != nil {
-				return got, fmt.Errorf("decode node %q: %w", c.node, err)
+				return progressed, fmt.Errorf("decode node %q: %w", c.node, err)
 			}
 			*rv = n.ResourceVersion
-			got = true
-			latest(ch, c.view.set(&n))
+			progressed = true
+			if nn, fresh := c.view.set(&n); fresh {
+				latest(ch, nn)
+			}
 		case "BOOKMARK":
 			var m struct {
 				Metadata metav1.ObjectMeta `json:"metadata"`
 			}
 			if json.Unmarshal(ev.Object, &m) == nil {
 				*rv = m.Metadata.ResourceVersion
+				progressed = true
 			}
 		case "ERROR":
 			var st metav1.Status
 			_ = json.Unmarshal(ev.Object, &st)
 			if st.Code == http.StatusGone {
-				return got, errGone
+				return progressed, errGone
 			}
-			return got, fmt.Errorf("node watch %q: %s", c.node, st.Message)
+			return progressed, fmt.Errorf("node watch %q: %s", c.node, st.Message)
 		}
 	}
 }
