@@ -22,6 +22,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		return err
 	}
 	defer h.Close()
+	h.Connect(ctx)
 	rep := h.Pass(ctx, check.Runner{Mode: check.VerifyOnly, Disabled: cfg.DisableChecks})
 	if err := printReport(stdout, *hf.output, rep); err != nil {
 		return err

@@ -50,6 +50,9 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer, get
 
 	if cfg.Once {
 		rep, err := a.Once(ctx)
+		if len(rep.Entries) == 0 {
+			return err // no pass ran: there is nothing to print
+		}
 		if perr := printReport(stdout, *hf.output, rep); perr != nil {
 			return perr
 		}

@@ -19,13 +19,19 @@ import (
 	"github.com/calico-prep/calico-prep/pkg/metrics"
 	"github.com/calico-prep/calico-prep/pkg/networkmanager"
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
+	"github.com/calico-prep/calico-prep/pkg/report"
 )
 
 // ShutdownGrace is how long a pass in progress may go on after SIGTERM before it is abandoned.
 const ShutdownGrace = 5 * time.Second
 
-// typhaThreshold is Calico's advice: with the Kubernetes datastore, above 50 nodes use Typha.
-const typhaThreshold = 50
+// PassTimeout bounds one pass: a hung firewalld (one Python thread) or system bus must degrade
+// its checks, not freeze the loop, the Node status and /readyz.
+const PassTimeout = 2 * time.Minute
+
+// countInterval spaces the node counts behind the Typha advice: the cluster size changes
+// slowly, and each count is a request from every node.
+const countInterval = 6 * time.Hour
 
 // Agent is the daemon: it runs a reconcile pass whenever something that can change a check's
 // outcome happens, and publishes the result.
@@ -43,6 +49,7 @@ type Agent struct {
 	last      *check.Report      // last finished pass
 	advice    []string           // from the last node count
 	published *nodestatus.Status // what the Node says since our last write
+	inflight  *nodestatus.Status // what a write in progress makes it say
 
 	// publishFailed is set while a write to the Node is waiting for its retry.
 	publishFailed atomic.Bool
@@ -50,11 +57,21 @@ type Agent struct {
 	// Owned by the loop goroutine.
 	pendingEvent *event
 	publishRetry backoff.Backoff
+	dialRetry    backoff.Backoff
 }
 
 type event struct {
 	warning        bool
 	reason, detail string
+}
+
+// after returns e, carrying the detail of an Event that could not be sent before it, so a
+// transition is not lost while the API server is away.
+func (e *event) after(pending *event) *event {
+	if pending == nil {
+		return e
+	}
+	return &event{warning: e.warning, reason: e.reason, detail: pending.detail + "; then " + e.detail}
 }
 
 // New returns an agent over an opened host. node may be nil (standalone).
@@ -63,6 +80,7 @@ func New(cfg config.Config, log *slog.Logger, h *Host, m *metrics.Metrics, node 
 		cfg: cfg, log: log, host: h, metrics: m, node: node, now: time.Now,
 		trigger:      make(chan struct{}, 1),
 		publishRetry: backoff.Backoff{Min: time.Second, Max: 2 * time.Minute},
+		dialRetry:    backoff.Backoff{Min: time.Second, Max: 5 * time.Minute},
 	}
 }
 
@@ -117,11 +135,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		spawn(a.watchNode)
 	}
 	spawn(a.resync)
-	// Open has connected what it could: watch those clients too, not only the ones a later
-	// Connect dials, or a reload or restart of firewalld or NetworkManager goes unheard.
-	a.host.Connect(ctx)
-	fw, nm := a.host.clients()
-	a.watchClients(spawn, fw, nm)
 	a.Poke()
 
 	for {
@@ -130,10 +143,21 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		case <-a.trigger:
 		}
-		// A pass sees the clients as they are; dial what went away since the last one.
-		fw, nm := a.host.Connect(passCtx)
+		if ctx.Err() != nil {
+			return nil // a poke and SIGTERM together: do not start another pass
+		}
+		pctx, cancel := context.WithTimeout(passCtx, PassTimeout)
+		// A pass sees the clients as they are; dial what went away since the last one, and
+		// try again later while the system bus is away.
+		fw, nm := a.host.Connect(pctx)
 		a.watchClients(spawn, fw, nm)
-		a.pass(passCtx)
+		if a.host.Disconnected() {
+			time.AfterFunc(a.dialRetry.Next(), a.Poke)
+		} else {
+			a.dialRetry.Reset()
+		}
+		a.pass(pctx)
+		cancel()
 	}
 }
 
@@ -148,9 +172,10 @@ func (a *Agent) Once(ctx context.Context) (check.Report, error) {
 			break
 		}
 		if !a.node.Seen() {
-			return check.Report{}, fmt.Errorf("node %q not found in the cluster", a.cfg.NodeName)
+			return check.Report{}, fmt.Errorf("node %q not seen within 30s: not registered, or the API server is unreachable or refuses the agent (see the log)", a.cfg.NodeName)
 		}
 	}
+	a.host.Connect(ctx)
 	a.pass(ctx)
 	rep, _ := a.LastReport()
 	if a.node != nil && a.published == nil && !a.cfg.DryRun {
@@ -173,6 +198,9 @@ func (a *Agent) pass(ctx context.Context) {
 	a.last = &rep
 	a.mu.Unlock()
 	a.log.Debug("pass finished", "ready", rep.Ready, "took", finished.Sub(start))
+	if d := rep.RecheckIn(); d > 0 {
+		time.AfterFunc(d, a.Poke)
+	}
 	if prev == nil || prev.Ready != rep.Ready {
 		if first, ok := rep.FirstFailure(); ok {
 			a.log.Warn("node is not prepared for Calico", "check", first.Name, "reason", first.Reason, "message", first.Message)
@@ -192,15 +220,23 @@ func (a *Agent) publish(ctx context.Context, prev *check.Report, rep check.Repor
 	}
 	want := a.status(ctx, rep)
 	if ev := transition(a.readiness(), prev, rep); ev != nil {
-		a.pendingEvent = ev
+		a.pendingEvent = ev.after(a.pendingEvent)
 	}
-	if _, err := a.node.Publish(ctx, want); err != nil {
+	// The watch echoes the write before Publish returns: mark it as ours, not as drift.
+	a.mu.Lock()
+	a.inflight = &want
+	a.mu.Unlock()
+	_, err := a.node.Publish(ctx, want)
+	a.mu.Lock()
+	a.inflight = nil
+	if err == nil {
+		a.published = &want
+	}
+	a.mu.Unlock()
+	if err != nil {
 		a.retryPublish(err)
 		return
 	}
-	a.mu.Lock()
-	a.published = &want
-	a.mu.Unlock()
 	if ev := a.pendingEvent; ev != nil {
 		if err := a.node.Event(ctx, ev.warning, ev.reason, ev.detail); err != nil {
 			a.retryPublish(err)
@@ -290,16 +326,19 @@ func (a *Agent) watchNode(ctx context.Context) {
 	}
 }
 
-// drifted reports whether the Node no longer says what calico-prep last published.
+// drifted reports whether the Node says neither what calico-prep last published nor what a
+// write in progress makes it say.
 func (a *Agent) drifted(n nodestatus.Node) bool {
-	p := a.publishedStatus()
-	if p == nil {
-		return true
+	a.mu.Lock()
+	published, inflight := a.published, a.inflight
+	a.mu.Unlock()
+	says := func(p *nodestatus.Status) bool {
+		return p != nil && n.Labels[nodestatus.LabelReady] == fmt.Sprint(p.Ready) &&
+			n.Annotations[nodestatus.AnnotationReport] == p.Report && n.Condition != nil &&
+			string(n.Condition.Status) == map[bool]string{true: "True", false: "False"}[p.Ready] &&
+			n.Condition.Reason == p.Reason && n.Condition.Message == p.Message
 	}
-	if n.Labels[nodestatus.LabelReady] != fmt.Sprint(p.Ready) || n.Annotations[nodestatus.AnnotationReport] != p.Report {
-		return true
-	}
-	return n.Condition == nil || n.Condition.Reason != p.Reason || n.Condition.Message != p.Message
+	return !says(published) && !says(inflight)
 }
 
 func (a *Agent) publishedStatus() *nodestatus.Status {
@@ -308,19 +347,22 @@ func (a *Agent) publishedStatus() *nodestatus.Status {
 	return a.published
 }
 
-// resync wakes the loop on a slow timer, and counts nodes for the Typha advice at most once
-// per interval (not at startup: that would be one more request from every node).
+// resync wakes the loop on a slow timer, and counts nodes for the Typha advice at the first
+// resync and then every countInterval (not at startup: that would be one more request from
+// every node at every rollout).
 func (a *Agent) resync(ctx context.Context) {
 	t := time.NewTicker(a.cfg.ResyncInterval)
 	defer t.Stop()
+	var counted time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if a.node != nil {
+		if a.node != nil && (counted.IsZero() || time.Since(counted) >= countInterval) {
 			a.countNodes(ctx)
+			counted = time.Now()
 		}
 		a.Poke()
 	}
@@ -334,16 +376,13 @@ func (a *Agent) countNodes(ctx context.Context) {
 	}
 	a.metrics.SetClusterNodes(n)
 	var advice []string
-	if n > typhaThreshold && !a.cfg.Typha {
-		advice = append(advice, fmt.Sprintf("the cluster has more than %d nodes: Calico recommends Typha with %d replicas (and --typha here so 5473/tcp is opened)", typhaThreshold, TyphaReplicas(n)))
+	if n > report.TyphaThreshold && !a.cfg.Typha {
+		advice = append(advice, fmt.Sprintf("the cluster has more than %d nodes: Calico recommends Typha with %d replicas (and --typha here so 5473/tcp is opened)", report.TyphaThreshold, report.TyphaReplicas(n)))
 	}
 	a.mu.Lock()
 	a.advice = advice
 	a.mu.Unlock()
 }
-
-// TyphaReplicas is Calico's sizing: one replica per 200 nodes, at least 3, at most 20.
-func TyphaReplicas(nodes int64) int64 { return min(max(nodes/200, 3), 20) }
 
 // watchLinks turns netlink events into passes, resubscribing with backoff when the
 // subscription fails (e.g. the socket's buffer overflowed under a burst).

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/calico-prep/calico-prep/pkg/autodetect"
 	"github.com/calico-prep/calico-prep/pkg/check"
@@ -43,8 +44,8 @@ type Host struct {
 	mu          sync.Mutex
 	internalIPs []netip.Addr // the Node's InternalIPs from the watch; cfg.NodeInternalIPs without a cluster
 	checks      []check.Check
-	kernel      []check.Check          // built once: they cache the kernel config between passes
-	uplink      atomic.Pointer[string] // the node-IP interface of the last detection
+	kernel      []check.Check            // built once: they cache the kernel config between passes
+	protected   atomic.Pointer[[]string] // interfaces NetworkManager must keep managing, per pass
 }
 
 // Open validates what the components need and connects to netlink and, unless turned off, to
@@ -62,7 +63,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Host, erro
 	h.kernel = kernel.Checks(kernel.FS{Root: cfg.HostRoot}, kernel.Requirements{
 		Encapsulation: string(cfg.Encapsulation), WireGuard: cfg.WireGuard, IPv6: cfg.PodCIDRv6.IsValid(),
 	})
-	h.Connect(ctx)
+	h.checks = h.buildChecks()
 	return h, nil
 }
 
@@ -79,38 +80,50 @@ func (h *Host) Close() {
 	_ = h.links.Close()
 }
 
-// Connect dials the system bus for each component that is on and not connected, and rebuilds the
-// checks when a connection is new. It returns the new clients so the daemon can watch them.
+// dialTimeout bounds a dial and handshake with the system bus.
+const dialTimeout = 5 * time.Second
+
+// Connect dials the system bus for each component that is on and not connected, and rebuilds
+// the checks when a connection is new. It returns the new clients so the daemon can watch
+// them. Only one goroutine (the command, or the daemon's loop) calls it.
 func (h *Host) Connect(ctx context.Context) (fw *firewalld.Client, nm *networkmanager.Client) {
 	h.mu.Lock()
+	needFW := h.cfg.Firewalld != config.ModeOff && h.fw == nil
+	needNM := h.cfg.NetworkManager != config.ModeOff && h.nm == nil
+	h.mu.Unlock()
+	// Dial without the lock: a hung bus must not block SetInternalIPs or a pass's reads.
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	var err error
+	if needFW {
+		if fw, err = firewalld.Dial(ctx, ""); err != nil {
+			h.log.Debug("system bus not reachable for firewalld", "err", err)
+		}
+	}
+	if needNM {
+		if nm, err = networkmanager.Dial(ctx, ""); err != nil {
+			h.log.Debug("system bus not reachable for NetworkManager", "err", err)
+		}
+	}
+	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.cfg.Firewalld != config.ModeOff && h.fw == nil {
-		c, err := firewalld.Dial(ctx, "")
-		if err != nil {
-			h.log.Debug("firewalld not reachable", "err", err)
-		} else {
-			h.fw, fw = c, c
-		}
+	if fw != nil {
+		h.fw = fw
 	}
-	if h.cfg.NetworkManager != config.ModeOff && h.nm == nil {
-		c, err := networkmanager.Dial(ctx, "")
-		if err != nil {
-			h.log.Debug("NetworkManager not reachable", "err", err)
-		} else {
-			h.nm, nm = c, c
-		}
+	if nm != nil {
+		h.nm = nm
 	}
-	if h.checks == nil || fw != nil || nm != nil {
+	if fw != nil || nm != nil {
 		h.checks = h.buildChecks()
 	}
 	return fw, nm
 }
 
-// clients returns the connected clients.
-func (h *Host) clients() (*firewalld.Client, *networkmanager.Client) {
+// Disconnected reports whether a component that is on has no connection to the system bus.
+func (h *Host) Disconnected() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.fw, h.nm
+	return h.cfg.Firewalld != config.ModeOff && h.fw == nil || h.cfg.NetworkManager != config.ModeOff && h.nm == nil
 }
 
 // Disconnect drops a client whose connection ended (its watch closed), so the next pass dials
@@ -149,7 +162,29 @@ func (h *Host) Pass(ctx context.Context, runner check.Runner) check.Report {
 	checks := h.checks
 	h.mu.Unlock()
 	h.snap.reset()
+	protected := h.protectedInterfaces(ctx)
+	h.protected.Store(&protected)
 	return runner.Run(ctx, checks)
+}
+
+// protectedInterfaces are the interfaces calico-prep never makes unmanaged: the one carrying
+// the node IP. When that is unknown, every non-Calico interface with an address, so that an
+// extra pattern such as en* can never take the node off its network.
+func (h *Host) protectedInterfaces(ctx context.Context) []string {
+	snap, err := h.snap.get(ctx)
+	if err != nil {
+		return nil // no snapshot, no device checks either: they read the same netlink
+	}
+	if res, err := h.detect(ctx, snap); err == nil && res.Interface != "" {
+		return []string{res.Interface}
+	}
+	var names []string
+	for _, i := range snap.Interfaces {
+		if len(i.Addrs) > 0 && !report.IsCalicoInterface(i.Name) {
+			names = append(names, i.Name)
+		}
+	}
+	return names
 }
 
 // buildChecks returns the checks in the order they run. The most basic come first because the
@@ -181,8 +216,8 @@ func (h *Host) buildChecks() []check.Check {
 		ExtraPatterns: cfg.NetworkManagerExtraUnmanaged,
 		// The node's uplink is never made unmanaged, whatever the patterns say.
 		Protected: func() []string {
-			if u := h.uplink.Load(); u != nil && *u != "" {
-				return []string{*u}
+			if p := h.protected.Load(); p != nil {
+				return *p
 			}
 			return nil
 		},
@@ -224,9 +259,7 @@ func (h *Host) env(context.Context) autodetect.Env {
 // detect runs the IPv4 autodetection (the node IP Calico uses) on snap.
 func (h *Host) detect(ctx context.Context, snap host.Snapshot) (autodetect.Result, error) {
 	fam := h.families()[0]
-	res, err := autodetect.Detect(ctx, fam.method, fam.family, snap.Interfaces, h.env(ctx))
-	h.uplink.Store(&res.Interface)
-	return res, err
+	return autodetect.Detect(ctx, fam.method, fam.family, snap.Interfaces, h.env(ctx))
 }
 
 // nodeInterface is the interface carrying the node IP: its firewalld zone receives the rules.
@@ -266,12 +299,12 @@ func (h *Host) Report(ctx context.Context, rep check.Report) report.Node {
 		if e.Status != check.Pass {
 			continue
 		}
-		if rule, zone := e.Facts["rule"], e.Facts["zone"]; rule != "" {
+		if rule, zone := e.Facts[check.FactRule], e.Facts[check.FactZone]; rule != "" {
 			n.Firewall = append(n.Firewall, zone+": "+rule)
 		}
 		for k, v := range e.Facts {
 			// Workload veths come and go with pods; the report names only the tunnel devices.
-			if dev, ok := strings.CutPrefix(k, networkmanager.FactUnmanagedPrefix); ok && v == "true" && !strings.HasPrefix(dev, "cali") {
+			if dev, ok := strings.CutPrefix(k, check.FactUnmanagedPrefix); ok && v == "true" && !strings.HasPrefix(dev, "cali") {
 				n.Unmanaged = append(n.Unmanaged, dev)
 			}
 		}

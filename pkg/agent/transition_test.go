@@ -56,11 +56,3 @@ func TestTransition(t *testing.T) {
 		})
 	}
 }
-
-func TestTyphaReplicas(t *testing.T) {
-	for nodes, want := range map[int64]int64{51: 3, 600: 3, 800: 4, 2000: 10, 5000: 20, 100000: 20} {
-		if got := TyphaReplicas(nodes); got != want {
-			t.Errorf("TyphaReplicas(%d) = %d, want %d", nodes, got, want)
-		}
-	}
-}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Status is the outcome of verifying one check.
@@ -35,6 +36,9 @@ type Result struct {
 	// Facts are machine-readable details consumers may rely on (metrics, node report),
 	// e.g. zone, runtime and permanent for a firewalld rule.
 	Facts map[string]string `json:"facts,omitempty"`
+	// RecheckIn asks for another pass after this long, for a state that is expected to settle
+	// without any event to announce it (e.g. a veth that Calico's CNI plugin is bringing up).
+	RecheckIn time.Duration `json:"-"`
 }
 
 // Passed returns a passing result.

@@ -37,6 +37,17 @@ func (r Report) FirstFailure() (Entry, bool) {
 	return Entry{}, false
 }
 
+// RecheckIn is the shortest RecheckIn of the pass's entries, 0 when none asks for one.
+func (r Report) RecheckIn() time.Duration {
+	var d time.Duration
+	for _, e := range r.Entries {
+		if e.RecheckIn > 0 && (d == 0 || e.RecheckIn < d) {
+			d = e.RecheckIn
+		}
+	}
+	return d
+}
+
 // Entry returns the entry of the named check.
 func (r Report) Entry(name string) (Entry, bool) {
 	for _, e := range r.Entries {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/host"
@@ -25,6 +26,8 @@ type Config struct {
 	Uplink func(ctx context.Context, snap host.Snapshot) (string, error)
 	// Snapshot, when set, replaces the client's Snapshot, e.g. to share one snapshot per pass.
 	Snapshot func(ctx context.Context) (host.Snapshot, error)
+	// now is the clock of the veth settle time; time.Now when nil (tests set it).
+	now func() time.Time
 }
 
 func (cfg Config) started() bool { return cfg.CalicoStarted == nil || cfg.CalicoStarted() }
@@ -184,7 +187,17 @@ func withFacts(r check.Result, facts map[string]string) check.Result {
 	return r
 }
 
+// vethSettle is how long a cali* veth may be down before it counts: Calico's CNI plugin moves
+// the host end into the host namespace down and brings it up a moment later, and a pass that
+// runs in between (the move is a netlink event) must not flip the node's readiness.
+const vethSettle = 2 * time.Second
+
 func vethCheck(snapshot func(context.Context) (host.Snapshot, error), cfg Config) check.Check {
+	downSince := map[string]time.Time{} // per veth name, when a pass first saw it down
+	now := cfg.now
+	if now == nil {
+		now = time.Now
+	}
 	return check.Check{Name: "links/cali-veths", Verify: func(ctx context.Context) check.Result {
 		if !cfg.started() {
 			return check.Skipped("CalicoNotStarted", "calico-node has not run on this node yet, so no pod has a cali* veth")
@@ -193,8 +206,38 @@ func vethCheck(snapshot func(context.Context) (host.Snapshot, error), cfg Config
 		if err != nil {
 			return check.Errored(err)
 		}
-		return verifyCaliVeths(snap)
+		return settle(verifyCaliVeths(snap), downSince, now())
 	}}
+}
+
+// settle passes a VethDown result while every down veth has been down for less than
+// vethSettle, asking for a recheck when that time is up.
+func settle(res check.Result, downSince map[string]time.Time, now time.Time) check.Result {
+	down := map[string]bool{}
+	if res.Reason == "VethDown" {
+		for name := range strings.SplitSeq(res.Facts["down"], ",") {
+			down[name] = true
+		}
+	}
+	var wait time.Duration
+	for name := range downSince {
+		if !down[name] {
+			delete(downSince, name)
+		}
+	}
+	for name := range down {
+		since, ok := downSince[name]
+		if !ok {
+			since, downSince[name] = now, now
+		}
+		wait = max(wait, vethSettle-now.Sub(since))
+	}
+	if wait <= 0 || len(down) == 0 {
+		return res
+	}
+	settling := check.Passed("%d cali* veths are coming up (%s); checking again in %v", len(down), res.Facts["down"], wait.Round(time.Millisecond))
+	settling.Facts, settling.RecheckIn = res.Facts, wait
+	return settling
 }
 
 // maxNamed bounds how many down veths a message names; the facts list them all.

@@ -18,7 +18,7 @@ import (
 // TestListNodes lists real Nodes page by page: every node exactly once, with its InternalIPs,
 // control-plane role and report, in as many requests as pages.
 func TestListNodes(t *testing.T) {
-	c := kubetest.Start(t)
+	c := kube.Cluster(t)
 	cs := c.Client(t)
 	const total, limit = 57, 10
 	want := map[string]NodeInfo{}

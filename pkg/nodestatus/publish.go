@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
@@ -58,6 +59,13 @@ func (v *view) set(n *corev1.Node) (Node, bool) {
 	return nn, true
 }
 
+// forget drops the Node: it was deleted, so nothing may be written until it is seen again.
+func (v *view) forget() {
+	v.mu.Lock()
+	v.node, v.uid = nil, ""
+	v.mu.Unlock()
+}
+
 func (v *view) get() (*Node, types.UID) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -86,7 +94,7 @@ func (c *Client) Seen() bool {
 // condition through the status subresource, so calico-prep owns exactly its own fields and
 // coexists with kubelet and node-problem-detector.
 func (c *Client) Publish(ctx context.Context, want Status) (writes int, err error) {
-	seen, _ := c.view.get()
+	seen, uid := c.view.get()
 	if seen == nil {
 		return 0, fmt.Errorf("publish to node %q: not seen yet", c.node)
 	}
@@ -102,6 +110,7 @@ func (c *Client) Publish(ctx context.Context, want Status) (writes int, err erro
 			"apiVersion": "v1", "kind": "Node",
 			"metadata": map[string]any{
 				"name":        c.node,
+				"uid":         uid,
 				"labels":      labels,
 				"annotations": map[string]string{AnnotationReport: want.Report},
 			},
@@ -120,7 +129,7 @@ func (c *Client) Publish(ctx context.Context, want Status) (writes int, err erro
 		}
 		body := map[string]any{
 			"apiVersion": "v1", "kind": "Node",
-			"metadata": map[string]any{"name": c.node},
+			"metadata": map[string]any{"name": c.node, "uid": uid},
 			"status": map[string]any{"conditions": []corev1.NodeCondition{{
 				Type:               ConditionType,
 				Status:             want.conditionStatus(),
@@ -146,6 +155,11 @@ func (c *Client) apply(ctx context.Context, body map[string]any, subresource ...
 	res, err := c.rc.Patch(types.ApplyPatchType).Resource("nodes").Name(c.node).SubResource(subresource...).
 		Param("fieldManager", FieldManager).Param("force", "true").
 		Body(data).Do(ctx).Raw() // Do, not DoRaw: it decodes the server's Status into the error
+	if apierrors.IsConflict(err) || apierrors.IsInvalid(err) || apierrors.IsNotFound(err) {
+		// The uid no longer matches: the Node was deleted (and maybe registered again). Wait
+		// for the watch to show the Node as it is now.
+		c.view.forget()
+	}
 	if err != nil {
 		what := "node"
 		if len(subresource) > 0 {

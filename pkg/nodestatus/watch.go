@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-prep/calico-prep/pkg/backoff"
@@ -78,6 +79,9 @@ func (c *Client) watchOnce(ctx context.Context, rv *string, ch chan Node) (progr
 		req = req.Param("resourceVersion", *rv)
 	}
 	stream, err := req.Stream(ctx)
+	if apierrors.IsGone(err) || apierrors.IsResourceExpired(err) {
+		return false, errGone
+	}
 	if err != nil {
 		return false, fmt.Errorf("watch node %q: %w", c.node, err)
 	}
@@ -102,6 +106,12 @@ func (c *Client) watchOnce(ctx context.Context, rv *string, ch chan Node) (progr
 			if nn, fresh := c.view.set(&n); fresh {
 				latest(ch, nn)
 			}
+		case "DELETED":
+			// Nothing may be applied to a deleted Node (an apply would create it again); the
+			// agent waits until the Node is registered again.
+			c.log.Warn("node deleted; not reporting until it is registered again", "node", c.node)
+			c.view.forget()
+			progressed = true
 		case "BOOKMARK":
 			var m struct {
 				Metadata metav1.ObjectMeta `json:"metadata"`

@@ -6,16 +6,7 @@ import (
 
 	"github.com/calico-prep/calico-prep/pkg/autodetect"
 	"github.com/calico-prep/calico-prep/pkg/config"
-)
-
-// Typha sizing (Calico's on-premises install docs): with the Kubernetes datastore Typha pays
-// off above 50 nodes; then at least one replica per 200 nodes, at least 3 for availability and
-// at most 20.
-const (
-	typhaAbove    = 50
-	nodesPerTypha = 200
-	minTypha      = 3
-	maxTypha      = 20
+	"github.com/calico-prep/calico-prep/pkg/report"
 )
 
 // Typha is the datastore advice: Calico's Kubernetes datastore, with Typha to fan out its
@@ -28,14 +19,14 @@ type Typha struct {
 }
 
 // typhaAdvice counts every listed node, reported or not: each runs a calico-node that watches
-// the datastore. Replicas are one per 200 nodes begun (a 201st node already needs the second).
+// the datastore (sizing: report.TyphaReplicas).
 func typhaAdvice(nodes int) Typha {
-	if nodes <= typhaAbove {
-		return Typha{Nodes: nodes, Advice: fmt.Sprintf("%d nodes: the Kubernetes datastore without Typha is enough up to %d nodes", nodes, typhaAbove)}
+	if nodes <= report.TyphaThreshold {
+		return Typha{Nodes: nodes, Advice: fmt.Sprintf("%d nodes: the Kubernetes datastore without Typha is enough up to %d nodes", nodes, report.TyphaThreshold)}
 	}
-	r := min(max((nodes+nodesPerTypha-1)/nodesPerTypha, minTypha), maxTypha)
+	r := int(report.TyphaReplicas(int64(nodes)))
 	return Typha{Nodes: nodes, Recommended: true, Replicas: r,
-		Advice: fmt.Sprintf("%d nodes: use Typha with the Kubernetes datastore, %d replicas (one per %d nodes, at least %d, at most %d)", nodes, r, nodesPerTypha, minTypha, maxTypha)}
+		Advice: fmt.Sprintf("%d nodes: use Typha with the Kubernetes datastore, %d replicas (one per 200 nodes, at least 3, at most 20)", nodes, r)}
 }
 
 // Opening is one firewalld opening every node needs.

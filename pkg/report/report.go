@@ -142,3 +142,10 @@ func Decode(s string) (Node, error) {
 	}
 	return n, nil
 }
+
+// TyphaThreshold is Calico's advice: with the Kubernetes datastore, above 50 nodes use Typha.
+const TyphaThreshold = 50
+
+// TyphaReplicas is Calico's sizing for Typha: at least one replica per 200 nodes, at least 3,
+// at most 20.
+func TyphaReplicas(nodes int64) int64 { return min(max((nodes+199)/200, 3), 20) }
