@@ -98,8 +98,28 @@ func (c *Client) Publish(ctx context.Context, want Status) (writes int, err erro
 	if seen == nil {
 		return 0, fmt.Errorf("publish to node %q: not seen yet", c.node)
 	}
-	// The condition first: it carries the reason, and it is what readiness rules and
-	// node-readiness-controller act on.
+	labels := map[string]string{LabelReady: want.label()}
+	// Once prepared, always prepared: the label stays in every apply (dropping it from an apply
+	// would remove it, as calico-prep owns it).
+	if want.Ready || seen.Labels[LabelPrepared] == "true" {
+		labels[LabelPrepared] = "true"
+	}
+	if seen.Labels[LabelReady] != labels[LabelReady] || seen.Labels[LabelPrepared] != labels[LabelPrepared] ||
+		seen.Annotations[AnnotationReport] != want.Report {
+		body := map[string]any{
+			"apiVersion": "v1", "kind": "Node",
+			"metadata": map[string]any{
+				"name":        c.node,
+				"uid":         uid,
+				"labels":      labels,
+				"annotations": map[string]string{AnnotationReport: want.Report},
+			},
+		}
+		if err := c.apply(ctx, body); err != nil {
+			return writes, err
+		}
+		writes++
+	}
 	cond := seen.Condition
 	if cond == nil || cond.Status != want.conditionStatus() || cond.Reason != want.Reason || cond.Message != want.Message {
 		now := metav1.NewTime(c.now())
@@ -120,28 +140,6 @@ func (c *Client) Publish(ctx context.Context, want Status) (writes int, err erro
 			}}},
 		}
 		if err := c.apply(ctx, body, "status"); err != nil {
-			return writes, err
-		}
-		writes++
-	}
-	labels := map[string]string{LabelReady: want.label()}
-	// Once prepared, always prepared: the label stays in every apply (dropping it from an apply
-	// would remove it, as calico-prep owns it).
-	if want.Ready || seen.Labels[LabelPrepared] == "true" {
-		labels[LabelPrepared] = "true"
-	}
-	if seen.Labels[LabelReady] != labels[LabelReady] || seen.Labels[LabelPrepared] != labels[LabelPrepared] ||
-		seen.Annotations[AnnotationReport] != want.Report {
-		body := map[string]any{
-			"apiVersion": "v1", "kind": "Node",
-			"metadata": map[string]any{
-				"name":        c.node,
-				"uid":         uid,
-				"labels":      labels,
-				"annotations": map[string]string{AnnotationReport: want.Report},
-			},
-		}
-		if err := c.apply(ctx, body); err != nil {
 			return writes, err
 		}
 		writes++
