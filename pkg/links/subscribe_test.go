@@ -28,7 +28,10 @@ func next(t *testing.T, events <-chan Event) (ev Event, ok bool) {
 
 func TestSubscribe(t *testing.T) {
 	ns := netnstest.New(t)
-	ns.AddBridge(t, "before0") // exists before subscribing: no event may name it
+	// Exists before subscribing: no event may name it. Down, so that the kernel does not give it
+	// an IPv6 link-local address later, which would be a real change after subscribing.
+	ns.AddBridge(t, "before0")
+	ns.SetDown(t, "before0")
 	c := newClient(t, ns)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
