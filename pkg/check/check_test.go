@@ -158,3 +158,55 @@ func TestReportJSONRoundTrip(t *testing.T) {
 		t.Fatalf("round trip changed the report:\n%+v\n%+v", rep, back)
 	}
 }
+
+// Checks of one pass share a PassCache read; the next pass, a Forget, a failed read and a read
+// outside any pass all read again.
+func TestPassCache(t *testing.T) {
+	var cache PassCache[int]
+	reads := 0
+	fail := false
+	read := func(context.Context) (int, error) {
+		reads++
+		if fail {
+			return 0, errors.New("bus down")
+		}
+		return reads, nil
+	}
+	var seen []int
+	get := func(ctx context.Context) Result {
+		v, err := cache.Get(ctx, read)
+		if err != nil {
+			return Errored(err)
+		}
+		seen = append(seen, v)
+		return Passed("%d", v)
+	}
+	checks := []Check{{Name: "a/1", Verify: get}, {Name: "a/2", Verify: get}, {Name: "a/3", Verify: get}}
+	r := Runner{Mode: VerifyOnly}
+	r.Run(context.Background(), checks)
+	r.Run(context.Background(), checks)
+	if want := []int{1, 1, 1, 2, 2, 2}; !reflect.DeepEqual(seen, want) {
+		t.Fatalf("values over two passes = %v, want %v", seen, want)
+	}
+
+	seen = nil
+	forget := Check{Name: "a/forget", Verify: func(ctx context.Context) Result { cache.Forget(); return Passed("") }}
+	r.Run(context.Background(), []Check{checks[0], forget, checks[1]})
+	if want := []int{3, 4}; !reflect.DeepEqual(seen, want) {
+		t.Fatalf("values around a Forget = %v, want %v", seen, want)
+	}
+
+	fail = true
+	rep := r.Run(context.Background(), checks[:2])
+	fail = false
+	if rep.Ready || reads != 6 {
+		t.Fatalf("a failed read: ready %v, reads %d; want not ready and each check reading (6)", rep.Ready, reads)
+	}
+
+	seen = nil
+	get(context.Background())
+	get(context.Background())
+	if want := []int{7, 8}; !reflect.DeepEqual(seen, want) {
+		t.Fatalf("values outside a pass = %v, want %v", seen, want)
+	}
+}

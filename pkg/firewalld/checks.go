@@ -21,6 +21,26 @@ type manager struct {
 	log *slog.Logger
 	// mu serialises the read-modify-write of the state file between applies.
 	mu sync.Mutex
+
+	// Reads shared by the checks of one pass: each firewalld method call costs about half a
+	// millisecond (firewalld is Python and asks the bus who is calling), and without these a
+	// pass asked the same questions once per rule. Every apply forgets them.
+	info     check.PassCache[Info]
+	zoneName check.PassCache[string]
+	rules    check.PassCache[zoneView]
+}
+
+// zoneView is the zone that receives the rules, runtime and permanent.
+type zoneView struct {
+	name               string
+	runtime, permanent ZoneSettings
+}
+
+// forget drops what this pass read; an apply changed it.
+func (m *manager) forget() {
+	m.info.Forget()
+	m.zoneName.Forget()
+	m.rules.Forget()
 }
 
 // Checks returns the firewalld checks in the order they must run: firewalld/running, one per
@@ -79,7 +99,7 @@ func (m *manager) verifyRunning(ctx context.Context) check.Result {
 	if !up {
 		return m.notRunning()
 	}
-	info, err := m.c.Info(ctx)
+	info, err := m.info.Get(ctx, m.c.Info)
 	if err != nil {
 		return m.errored(err)
 	}
@@ -95,8 +115,12 @@ func (m *manager) verifyRunning(ctx context.Context) check.Result {
 	return r.With("version", info.Version).With("state", info.State)
 }
 
-// zone resolves the zone that receives the rules.
+// zone resolves the zone that receives the rules, once per pass.
 func (m *manager) zone(ctx context.Context) (string, error) {
+	return m.zoneName.Get(ctx, m.resolveZone)
+}
+
+func (m *manager) resolveZone(ctx context.Context) (string, error) {
 	if m.o.Zone != "" {
 		return m.o.Zone, nil
 	}
@@ -179,6 +203,31 @@ func (m *manager) queryIn(ctx context.Context, pz *ConfigZone, r Rule) (runtime,
 	return runtime, permanent, err
 }
 
+// present reports whether the rule is in the zone's runtime and permanent configuration, from
+// the zone's settings read once per pass; firewalld itself answers only for a layer where the
+// settings do not plainly show the rule (a port by service name, or a missing rule).
+func (m *manager) present(ctx context.Context, zone string, r Rule) (runtime, permanent bool, err error) {
+	v, err := m.rules.Get(ctx, func(ctx context.Context) (zoneView, error) {
+		pz, err := m.c.ConfigZone(ctx, zone)
+		if err != nil {
+			return zoneView{}, err
+		}
+		perm, err := pz.Settings(ctx)
+		if err != nil {
+			return zoneView{}, err
+		}
+		rt, err := m.c.ZoneSettings(ctx, zone)
+		return zoneView{name: zone, runtime: rt, permanent: perm}, err
+	})
+	if err != nil {
+		return false, false, err
+	}
+	if v.name == zone && r.in(v.runtime) && r.in(v.permanent) {
+		return true, true, nil
+	}
+	return m.queryRule(ctx, zone, r)
+}
+
 func (m *manager) verifyRule(ctx context.Context, r Rule) check.Result {
 	if err := r.Validate(); err != nil {
 		return check.Failed("InvalidRule", "%v", err)
@@ -190,7 +239,7 @@ func (m *manager) verifyRule(ctx context.Context, r Rule) check.Result {
 	if err != nil {
 		return m.errored(err)
 	}
-	rt, perm, err := m.queryRule(ctx, zone, r)
+	rt, perm, err := m.present(ctx, zone, r)
 	var res check.Result
 	switch {
 	case errors.Is(err, ErrInvalidZone):
@@ -222,6 +271,7 @@ func layers(runtime, permanent bool) string {
 // applyRule adds the rule where it is missing and records each addition as calico-prep's. A
 // rule that is there already belongs to whoever put it there and is not recorded.
 func (m *manager) applyRule(ctx context.Context, r Rule) (err error) {
+	defer m.forget()
 	pz, err := m.preflight(ctx)
 	if err != nil {
 		return err
@@ -377,6 +427,7 @@ func problems(runtime, permanent string) string {
 // configuration only through a reload, which also drops everyone's runtime-only changes; that
 // happens once, when the zone is first created (or someone removed it).
 func (m *manager) applyZone(ctx context.Context) error {
+	defer m.forget()
 	if _, err := m.preflight(ctx); err != nil {
 		return err
 	}
@@ -498,7 +549,7 @@ func sameSet(a, b []string) bool {
 
 // supported says whether firewalld has policies; ok is false with the result to return when not.
 func (m *manager) supported(ctx context.Context) (check.Result, bool) {
-	info, err := m.c.Info(ctx)
+	info, err := m.info.Get(ctx, m.c.Info)
 	if err != nil {
 		return m.errored(err), false
 	}
@@ -572,6 +623,7 @@ func (m *manager) verifyPolicies(ctx context.Context) check.Result {
 // applyPolicies creates or repairs calico-prep's policies, then reloads once if the runtime
 // configuration lacks them (a policy, like a zone, can only be created permanently).
 func (m *manager) applyPolicies(ctx context.Context) error {
+	defer m.forget()
 	if _, err := m.preflight(ctx); err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -565,6 +566,79 @@ func TestOperatorRulesSurvive(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(n.StateDir, "firewalld.json")); !os.IsNotExist(err) {
 		t.Errorf("state survived cleanup: %v", err)
+	}
+}
+
+// A rule the operator already opened in another form is seen as open and left alone: BGP by
+// its service name, WireGuard inside a range written backwards (firewalld stores both as
+// numbers). And a verifying pass reads the zone once, however many rules there are.
+func TestOperatorFormsAndCallsPerPass(t *testing.T) {
+	ctx := testContext(t)
+	n := testbed.Up(t, testbed.Options{Name: "forms", Firewalld: true, Calico: true})
+	c := dial(t, ctx, n)
+	zoneFile := filepath.Join(n.FirewalldDir, "zones", defaultZone+".xml")
+	if err := os.WriteFile(zoneFile, []byte(`<?xml version="1.0" encoding="utf-8"?>
+<zone>
+  <short>Public</short>
+  <port port="bgp" protocol="tcp"/>
+  <port port="51830-51820" protocol="udp"/>
+</zone>
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	opts := options(n, netip.MustParsePrefix("10.65.128.0/24"))
+	opts.Rules = firewalld.Rules(firewalld.RuleInput{BGP: true, WireGuard: true, IPv6: true, Encapsulation: config.EncapIPIP})
+	rep := run(ctx, check.Reconcile, firewalld.Checks(c, opts))
+	failIfNotReady(t, rep)
+	for _, name := range []string{"firewalld/port-179-tcp", "firewalld/port-51820-udp", "firewalld/port-51821-udp"} {
+		if e, _ := rep.Entry(name); e.Applied || e.Status != check.Pass {
+			t.Errorf("%s: %s, applied %v; want a pass without an apply (the operator's rule covers it)", name, e.Status, e.Applied)
+		}
+	}
+	if e, _ := rep.Entry("firewalld/protocol-ipencap"); !e.Applied {
+		t.Error("ipencap was not applied; the test needs one rule of calico-prep's own")
+	}
+	// Cleanup removes ipencap and keeps the operator's ports: they were never calico-prep's.
+	if err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []func(context.Context, string) (firewalld.ZoneSettings, error){c.ZoneSettings, permanentSettings(c)} {
+		got, err := s(ctx, defaultZone)
+		want := []firewalld.PortEntry{{Port: "179", Protocol: "tcp"}, {Port: "51820-51830", Protocol: "udp"}}
+		if err != nil || !slices.Equal(got.Ports, want) || len(got.Protocols) != 0 {
+			t.Errorf("zone after cleanup: ports %v, protocols %v, err %v; want ports %v only", got.Ports, got.Protocols, err, want)
+		}
+	}
+
+	calls := func(rules []firewalld.Rule) uint64 {
+		o := opts
+		o.Rules = rules
+		checks := firewalld.Checks(c, o)
+		failIfNotReady(t, run(ctx, check.Reconcile, checks))
+		before := c.Calls()
+		failIfNotReady(t, run(ctx, check.VerifyOnly, checks))
+		return c.Calls() - before
+	}
+	few := calls(firewalld.Rules(firewalld.RuleInput{BGP: true}))
+	many := calls(firewalld.Rules(firewalld.RuleInput{BGP: true, Typha: true, Encapsulation: config.EncapVXLAN,
+		Extra: []config.Port{{From: 2379, To: 2380, Protocol: "tcp"}, {From: 6443, To: 6443, Protocol: "tcp"}}}))
+	t.Logf("D-Bus calls of a verifying pass: %d with one rule, %d with five", few, many)
+	if many != few {
+		t.Errorf("a verifying pass makes %d D-Bus calls with five rules and %d with one; want the same", many, few)
+	}
+}
+
+func permanentSettings(c *firewalld.Client) func(context.Context, string) (firewalld.ZoneSettings, error) {
+	return func(ctx context.Context, zone string) (firewalld.ZoneSettings, error) {
+		pz, err := c.ConfigZone(ctx, zone)
+		if err != nil {
+			return firewalld.ZoneSettings{}, err
+		}
+		return pz.Settings(ctx)
 	}
 }
 

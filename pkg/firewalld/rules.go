@@ -2,7 +2,9 @@ package firewalld
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/calico-prep/calico-prep/pkg/config"
 )
@@ -43,6 +45,38 @@ func (r Rule) portArg() string {
 		return strconv.Itoa(int(r.Port.From))
 	}
 	return fmt.Sprintf("%d-%d", r.Port.From, r.Port.To)
+}
+
+// in reports whether settings plainly hold the rule, as firewalld's own queryPort and
+// queryProtocol would find it: the IP protocol by name, or the port inside a numeric port or
+// range of the same protocol. A port stored by service name is not plain; ask firewalld.
+func (r Rule) in(s ZoneSettings) bool {
+	if r.IPProtocol != "" {
+		return slices.Contains(s.Protocols, r.IPProtocol)
+	}
+	for _, e := range s.Ports {
+		if e.Protocol != r.Port.Protocol {
+			continue
+		}
+		if from, to, ok := portRange(e.Port); ok && from <= r.Port.From && r.Port.To <= to {
+			return true
+		}
+	}
+	return false
+}
+
+// portRange parses "179" or "51820-51821" (either order, as firewalld accepts).
+func portRange(s string) (from, to uint16, ok bool) {
+	a, b, isRange := strings.Cut(s, "-")
+	if !isRange {
+		b = a
+	}
+	x, err1 := strconv.ParseUint(a, 10, 16)
+	y, err2 := strconv.ParseUint(b, 10, 16)
+	if err1 != nil || err2 != nil {
+		return 0, 0, false
+	}
+	return uint16(min(x, y)), uint16(max(x, y)), true
 }
 
 // knownIPProtocol reports whether a rule may name the IP protocol: the ones tunnels and IPsec

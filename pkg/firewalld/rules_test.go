@@ -99,3 +99,34 @@ func TestRuleValidate(t *testing.T) {
 		})
 	}
 }
+
+// in follows firewalld's portInPortRange for numeric entries and leaves names to firewalld.
+func TestRuleIn(t *testing.T) {
+	port := func(from, to uint16, proto string) Rule {
+		return Rule{Port: config.Port{From: from, To: to, Protocol: proto}}
+	}
+	zone := ZoneSettings{
+		Ports:     []PortEntry{{"179", "tcp"}, {"51830-51820", "udp"}, {"bgp", "sctp"}, {"x-y", "tcp"}, {"70000", "tcp"}},
+		Protocols: []string{"ipencap"},
+	}
+	tests := []struct {
+		r    Rule
+		want bool
+	}{
+		{port(179, 179, "tcp"), true},
+		{port(179, 179, "udp"), false},
+		{port(178, 179, "tcp"), false},
+		{port(51820, 51820, "udp"), true},
+		{port(51820, 51821, "udp"), true},
+		{port(51821, 51831, "udp"), false},
+		{port(179, 179, "sctp"), false}, // by name: firewalld is asked
+		{port(4789, 4789, "udp"), false},
+		{Rule{IPProtocol: "ipencap"}, true},
+		{Rule{IPProtocol: "gre"}, false},
+	}
+	for _, tt := range tests {
+		if got := tt.r.in(zone); got != tt.want {
+			t.Errorf("%s in %v = %v, want %v", tt.r, zone.Ports, got, tt.want)
+		}
+	}
+}

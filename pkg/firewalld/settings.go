@@ -15,7 +15,14 @@ type ZoneSettings struct {
 	Interfaces []string
 	// Forward is intra-zone forwarding (firewalld 0.9 and later).
 	Forward bool
+	// Ports and Protocols are read, never written: the rules are added one by one.
+	Ports     []PortEntry
+	Protocols []string
 }
+
+// PortEntry is one port of a zone as firewalld stores it: "179", "51820-51821", or a service
+// name such as "bgp", with its protocol.
+type PortEntry struct{ Port, Protocol string }
 
 // PolicySettings is the part of a policy's settings that calico-prep reads or writes.
 type PolicySettings struct {
@@ -36,6 +43,8 @@ func decodeZoneSettings(m map[string]dbus.Variant) (ZoneSettings, error) {
 		Target:      d.str("target"),
 		Interfaces:  d.strs("interfaces"),
 		Forward:     d.boolean("forward"),
+		Ports:       d.ports("ports"),
+		Protocols:   d.strs("protocols"),
 	}
 	return s, d.err
 }
@@ -121,6 +130,36 @@ func (d *decoder) strs(key string) []string {
 		d.fail(key, v)
 	}
 	return s
+}
+
+// ports reads an a(ss) of port and protocol.
+func (d *decoder) ports(key string) []PortEntry {
+	v, ok := d.m[key]
+	if !ok {
+		return nil
+	}
+	raw, ok := v.Value().([][]any)
+	if !ok {
+		d.fail(key, v)
+		return nil
+	}
+	out := make([]PortEntry, 0, len(raw))
+	for _, e := range raw {
+		var p PortEntry
+		ok := len(e) == 2
+		if ok {
+			p.Port, ok = e[0].(string)
+		}
+		if ok {
+			p.Protocol, ok = e[1].(string)
+		}
+		if !ok {
+			d.fail(key, v)
+			return nil
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 func (d *decoder) boolean(key string) bool {

@@ -48,9 +48,15 @@ func TestDecodeSettings(t *testing.T) {
 		{"missing keys are zero", map[string]dbus.Variant{"target": dbus.MakeVariant("default")}, ZoneSettings{Target: "default"}, false},
 		{"wrong type", map[string]dbus.Variant{"interfaces": dbus.MakeVariant("eth0")}, ZoneSettings{}, true},
 		{"ignores other keys", map[string]dbus.Variant{
-			"ports":  dbus.MakeVariant([][]any{{"22", "tcp"}}),
-			"target": dbus.MakeVariant("ACCEPT"),
+			"services": dbus.MakeVariant([]string{"ssh"}),
+			"target":   dbus.MakeVariant("ACCEPT"),
 		}, ZoneSettings{Target: "ACCEPT"}, false},
+		{"ports and protocols", map[string]dbus.Variant{
+			"ports":     dbus.MakeVariant([][]any{{"22", "tcp"}, {"51820-51821", "udp"}}),
+			"protocols": dbus.MakeVariant([]string{"ipencap"}),
+		}, ZoneSettings{Ports: []PortEntry{{"22", "tcp"}, {"51820-51821", "udp"}}, Protocols: []string{"ipencap"}}, false},
+		{"a port without its protocol", map[string]dbus.Variant{"ports": dbus.MakeVariant([][]any{{"22"}})}, ZoneSettings{}, true},
+		{"ports of the wrong type", map[string]dbus.Variant{"ports": dbus.MakeVariant([]string{"22/tcp"})}, ZoneSettings{}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
