@@ -326,19 +326,22 @@ func (a *Agent) watchNode(ctx context.Context) {
 	}
 }
 
-// drifted reports whether the Node says neither what calico-prep last published nor what a
-// write in progress makes it say.
+// drifted reports whether the Node says something calico-prep neither published nor is
+// writing. The label and annotation, and the condition, are judged apart: the two writes of one
+// publish land one after the other, and the Node in between is not drift.
 func (a *Agent) drifted(n nodestatus.Node) bool {
 	a.mu.Lock()
 	published, inflight := a.published, a.inflight
 	a.mu.Unlock()
-	says := func(p *nodestatus.Status) bool {
-		return p != nil && n.Labels[nodestatus.LabelReady] == fmt.Sprint(p.Ready) &&
-			n.Annotations[nodestatus.AnnotationReport] == p.Report && n.Condition != nil &&
+	meta := func(p *nodestatus.Status) bool {
+		return p != nil && n.Labels[nodestatus.LabelReady] == fmt.Sprint(p.Ready) && n.Annotations[nodestatus.AnnotationReport] == p.Report
+	}
+	cond := func(p *nodestatus.Status) bool {
+		return p != nil && n.Condition != nil &&
 			string(n.Condition.Status) == map[bool]string{true: "True", false: "False"}[p.Ready] &&
 			n.Condition.Reason == p.Reason && n.Condition.Message == p.Message
 	}
-	return !says(published) && !says(inflight)
+	return !meta(published) && !meta(inflight) || !cond(published) && !cond(inflight)
 }
 
 func (a *Agent) publishedStatus() *nodestatus.Status {

@@ -1,9 +1,13 @@
 package agent
 
 import (
+	"fmt"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/calico-prep/calico-prep/pkg/check"
+	"github.com/calico-prep/calico-prep/pkg/nodestatus"
 )
 
 func rep(ready bool, entries ...check.Entry) check.Report {
@@ -54,5 +58,41 @@ func TestTransition(t *testing.T) {
 				t.Fatalf("warning=%v for ready=%v", ev.warning, tt.now.Ready)
 			}
 		})
+	}
+}
+
+// The Node between the two writes of one publish (label new, condition old, or the other way
+// round) is calico-prep's own doing; a change to either part that it did not write is drift.
+func TestDrifted(t *testing.T) {
+	ready := nodestatus.Status{Ready: true, Reason: "Prepared", Message: "node is prepared for Calico", Report: `{"ready":true}`}
+	overlap := nodestatus.Status{Ready: false, Reason: "PodCIDROverlap", Message: "overlap", Report: `{}`}
+	node := func(meta, cond nodestatus.Status) nodestatus.Node {
+		st := map[bool]corev1.ConditionStatus{true: corev1.ConditionTrue, false: corev1.ConditionFalse}[cond.Ready]
+		return nodestatus.Node{
+			Labels:      map[string]string{nodestatus.LabelReady: fmt.Sprint(meta.Ready)},
+			Annotations: map[string]string{nodestatus.AnnotationReport: meta.Report},
+			Condition:   &corev1.NodeCondition{Type: nodestatus.ConditionType, Status: st, Reason: cond.Reason, Message: cond.Message},
+		}
+	}
+	a := &Agent{published: &overlap, inflight: &ready}
+	for _, tt := range []struct {
+		name string
+		n    nodestatus.Node
+		want bool
+	}{
+		{"as published", node(overlap, overlap), false},
+		{"as the write in progress makes it", node(ready, ready), false},
+		{"label written, condition not yet", node(ready, overlap), false},
+		{"condition written, label not yet", node(overlap, ready), false},
+		{"label removed", func() nodestatus.Node { n := node(ready, ready); n.Labels = nil; return n }(), true},
+		{"condition removed", func() nodestatus.Node { n := node(ready, ready); n.Condition = nil; return n }(), true},
+		{"condition rewritten", func() nodestatus.Node { n := node(ready, ready); n.Condition.Message = "x"; return n }(), true},
+	} {
+		if got := a.drifted(tt.n); got != tt.want {
+			t.Errorf("%s: drifted = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if !(&Agent{}).drifted(node(ready, ready)) {
+		t.Error("nothing published or in flight: a Node status is drift")
 	}
 }

@@ -3,6 +3,7 @@ package nodestatus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -92,12 +93,16 @@ func (c *Client) Seen() bool {
 // Node as last seen, and returns how many writes it made (0 on a steady node). Both writes are
 // server-side applies with field manager calico-prep: the label and annotation on the Node, the
 // condition through the status subresource, so calico-prep owns exactly its own fields and
-// coexists with kubelet and node-problem-detector.
+// coexists with kubelet and node-problem-detector. When both are due they go out together: an
+// apply carries no resource version, so neither can conflict with the other, and the Node
+// says the same everywhere one round trip sooner.
 func (c *Client) Publish(ctx context.Context, want Status) (writes int, err error) {
 	seen, uid := c.view.get()
 	if seen == nil {
 		return 0, fmt.Errorf("publish to node %q: not seen yet", c.node)
 	}
+	var bodies []map[string]any // the Node's, then its status's
+	var subresources [][]string
 	labels := map[string]string{LabelReady: want.label()}
 	// Once prepared, always prepared: the label stays in every apply (dropping it from an apply
 	// would remove it, as calico-prep owns it).
@@ -106,7 +111,7 @@ func (c *Client) Publish(ctx context.Context, want Status) (writes int, err erro
 	}
 	if seen.Labels[LabelReady] != labels[LabelReady] || seen.Labels[LabelPrepared] != labels[LabelPrepared] ||
 		seen.Annotations[AnnotationReport] != want.Report {
-		body := map[string]any{
+		bodies = append(bodies, map[string]any{
 			"apiVersion": "v1", "kind": "Node",
 			"metadata": map[string]any{
 				"name":        c.node,
@@ -114,11 +119,8 @@ func (c *Client) Publish(ctx context.Context, want Status) (writes int, err erro
 				"labels":      labels,
 				"annotations": map[string]string{AnnotationReport: want.Report},
 			},
-		}
-		if err := c.apply(ctx, body); err != nil {
-			return writes, err
-		}
-		writes++
+		})
+		subresources = append(subresources, nil)
 	}
 	cond := seen.Condition
 	if cond == nil || cond.Status != want.conditionStatus() || cond.Reason != want.Reason || cond.Message != want.Message {
@@ -127,7 +129,7 @@ func (c *Client) Publish(ctx context.Context, want Status) (writes int, err erro
 		if cond != nil && cond.Status == want.conditionStatus() {
 			transition = cond.LastTransitionTime
 		}
-		body := map[string]any{
+		bodies = append(bodies, map[string]any{
 			"apiVersion": "v1", "kind": "Node",
 			"metadata": map[string]any{"name": c.node, "uid": uid},
 			"status": map[string]any{"conditions": []corev1.NodeCondition{{
@@ -138,13 +140,21 @@ func (c *Client) Publish(ctx context.Context, want Status) (writes int, err erro
 				LastHeartbeatTime:  now,
 				LastTransitionTime: transition,
 			}}},
-		}
-		if err := c.apply(ctx, body, "status"); err != nil {
-			return writes, err
-		}
-		writes++
+		})
+		subresources = append(subresources, []string{"status"})
 	}
-	return writes, nil
+	errs := make([]error, len(bodies))
+	var wg sync.WaitGroup
+	for i := range bodies {
+		wg.Go(func() { errs[i] = c.apply(ctx, bodies[i], subresources[i]...) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err == nil {
+			writes++
+		}
+	}
+	return writes, errors.Join(errs...)
 }
 
 func (c *Client) apply(ctx context.Context, body map[string]any, subresource ...string) error {

@@ -28,8 +28,8 @@ const scrapeEvery = 15 * time.Second
 
 // BenchmarkNetlinkToCondition is the time from a netlink change on the node (an address that
 // collides with the pod CIDR added, then removed; the time is taken when the kernel has
-// applied it) to a watch on the apiserver seeing the NodeCondition say so. Each iteration
-// measures both directions.
+// applied it) to a watch on the apiserver seeing the NodeCondition and the label say so. Each
+// iteration measures both directions.
 func BenchmarkNetlinkToCondition(b *testing.B) {
 	e := setup(b, kube.Cluster(b), "e2e-bench-latency")
 	w := e.watchNode()
@@ -48,11 +48,11 @@ func BenchmarkNetlinkToCondition(b *testing.B) {
 	}
 	for b.Loop() {
 		changed := e.uplinkAddr(true, collisionAddr)
-		s := w.waitFor(b, wait, "condition False", conditionIs(corev1.ConditionFalse, "PodCIDROverlap", collisionMessage))
+		s := w.waitFor(b, wait, "label and condition false", statusIs(false, "PodCIDROverlap", collisionMessage))
 		toFalse = append(toFalse, s.at.Sub(changed))
 		pause()
 		changed = e.uplinkAddr(false, collisionAddr)
-		s = w.waitFor(b, wait, "condition True", conditionIs(corev1.ConditionTrue, "Prepared", ""))
+		s = w.waitFor(b, wait, "label and condition true", statusIs(true, "Prepared", ""))
 		toTrue = append(toTrue, s.at.Sub(changed))
 		pause()
 	}
@@ -98,7 +98,7 @@ func BenchmarkStartToReady(b *testing.B) {
 				b.StopTimer()
 				toReady = append(toReady, ready.Sub(a.started))
 				if fresh {
-					s := w.waitFor(b, wait, "condition True", conditionIs(corev1.ConditionTrue, "Prepared", ""))
+					s := w.waitFor(b, wait, "label and condition true", statusIs(true, "Prepared", ""))
 					toCondition = append(toCondition, s.at.Sub(a.started))
 				}
 				a.settle(b)

@@ -227,6 +227,13 @@ func conditionIs(status corev1.ConditionStatus, reason, message string) func(*co
 	}
 }
 
+// statusIs matches a Node whose label and condition both say ready (or not) for reason: they
+// are two writes, which the agent makes at once and which land in either order.
+func statusIs(ready bool, reason, message string) func(*corev1.Node) bool {
+	cond := conditionIs(map[bool]corev1.ConditionStatus{true: corev1.ConditionTrue, false: corev1.ConditionFalse}[ready], reason, message)
+	return func(n *corev1.Node) bool { return cond(n) && n.Labels[nodestatus.LabelReady] == fmt.Sprint(ready) }
+}
+
 func describeNode(n *corev1.Node) string {
 	if n == nil {
 		return "no node seen"

@@ -94,7 +94,7 @@ func TestSIGTERMExitsAndKeepsPreparation(t *testing.T) {
 	zone := fw.defaultZone(t)
 	w := e.watchNode()
 	a := startAgent(t, e.node, e.agentArgs()...)
-	w.waitFor(t, wait, "condition True", conditionIs(corev1.ConditionTrue, "Prepared", ""))
+	w.waitFor(t, wait, "label true and condition True", statusIs(true, "Prepared", ""))
 	a.waitHTTP("/readyz", 200)
 	dropIn, err := os.ReadFile(dropInPath(e.node))
 	if err != nil {
