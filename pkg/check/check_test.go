@@ -210,3 +210,37 @@ func TestPassCache(t *testing.T) {
 		t.Fatalf("values outside a pass = %v, want %v", seen, want)
 	}
 }
+
+// With a Version, a value serves later passes while the version stays the same and non-zero,
+// for at most MaxAge; a Forget still drops it.
+func TestPassCacheVersion(t *testing.T) {
+	var version uint64 = 1
+	cache := PassCache[int]{Version: func() uint64 { return version }, MaxAge: time.Hour}
+	reads := 0
+	read := func(context.Context) (int, error) { reads++; return reads, nil }
+	var got []int
+	pass := func() {
+		(&Runner{}).Run(context.Background(), []Check{{Name: "a/1", Verify: func(ctx context.Context) Result {
+			v, _ := cache.Get(ctx, read)
+			got = append(got, v)
+			return Passed("")
+		}}})
+	}
+	pass()
+	pass() // same version: reused
+	version = 2
+	pass() // changed: read again
+	pass()
+	cache.Forget()
+	pass()
+	version = 0
+	pass() // nobody listening: every pass reads
+	pass()
+	version = 3
+	cache.MaxAge = 0
+	pass()
+	pass() // too old
+	if want := []int{1, 1, 2, 2, 3, 4, 5, 6, 7}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("values = %v, want %v", got, want)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/config"
@@ -22,25 +23,52 @@ type manager struct {
 	// mu serialises the read-modify-write of the state file between applies.
 	mu sync.Mutex
 
-	// Reads shared by the checks of one pass: each firewalld method call costs about half a
-	// millisecond (firewalld is Python and asks the bus who is calling), and without these a
-	// pass asked the same questions once per rule. Every apply forgets them.
+	// What the checks read from firewalld, shared by the checks of a pass: each method call
+	// costs about half a millisecond of firewalld's one Python thread. While a Watch runs, a
+	// read also serves later passes until firewalld sends any signal (it signals every change),
+	// for at most reuseFor; so a pass woken by a pod's veth asks firewalld nothing. Every apply
+	// forgets them.
 	info     check.PassCache[Info]
-	zoneName check.PassCache[string]
-	rules    check.PassCache[zoneView]
+	zoneName check.PassCache[zoneOf]
+	rules    check.PassCache[zoneState] // the zone that receives the rules
+	fwdZone  check.PassCache[zoneState]
+	policies check.PassCache[map[string]policyState]
 }
 
-// zoneView is the zone that receives the rules, runtime and permanent.
-type zoneView struct {
+// reuseFor bounds how long a read serves later passes while firewalld is silent: a signal lost
+// on the way costs at most this long.
+const reuseFor = time.Minute
+
+// zoneOf is the zone an interface is bound to, or the default zone.
+type zoneOf struct{ iface, zone string }
+
+// zoneState is a zone's runtime and permanent settings; nil where it does not exist.
+type zoneState struct {
 	name               string
-	runtime, permanent ZoneSettings
+	runtime, permanent *ZoneSettings
 }
 
-// forget drops what this pass read; an apply changed it.
+// policyState is a policy's runtime and permanent settings; nil where it does not exist.
+type policyState struct{ runtime, permanent *PolicySettings }
+
+func (m *manager) caches() {
+	if m.c == nil {
+		return
+	}
+	m.info.Version, m.info.MaxAge = m.c.Changes, reuseFor
+	m.zoneName.Version, m.zoneName.MaxAge = m.c.Changes, reuseFor
+	m.rules.Version, m.rules.MaxAge = m.c.Changes, reuseFor
+	m.fwdZone.Version, m.fwdZone.MaxAge = m.c.Changes, reuseFor
+	m.policies.Version, m.policies.MaxAge = m.c.Changes, reuseFor
+}
+
+// forget drops what was read; an apply changed it.
 func (m *manager) forget() {
 	m.info.Forget()
 	m.zoneName.Forget()
 	m.rules.Forget()
+	m.fwdZone.Forget()
+	m.policies.Forget()
 }
 
 // Checks returns the firewalld checks in the order they must run: firewalld/running, one per
@@ -55,6 +83,7 @@ func Checks(c *Client, opts Options) []check.Check {
 		return nil
 	}
 	m := &manager{c: c, o: opts, log: opts.logger().With("component", "firewalld")}
+	m.caches()
 	checks := []check.Check{{Name: "firewalld/running", Verify: m.verifyRunning}}
 	for _, r := range opts.Rules {
 		checks = append(checks, check.Check{
@@ -115,35 +144,69 @@ func (m *manager) verifyRunning(ctx context.Context) check.Result {
 	return r.With("version", info.Version).With("state", info.State)
 }
 
-// zone resolves the zone that receives the rules, once per pass.
+// zone resolves the zone that receives the rules: --firewalld-zone, else the zone of the
+// node-IP interface, else the default zone.
 func (m *manager) zone(ctx context.Context) (string, error) {
-	return m.zoneName.Get(ctx, m.resolveZone)
-}
-
-func (m *manager) resolveZone(ctx context.Context) (string, error) {
 	if m.o.Zone != "" {
 		return m.o.Zone, nil
 	}
+	var iface string
 	if m.o.NodeInterface != nil {
-		iface, err := m.o.NodeInterface(ctx)
-		if err != nil {
+		var err error
+		if iface, err = m.o.NodeInterface(ctx); err != nil {
 			return "", fmt.Errorf("find the node-IP interface for the firewalld zone: %w", err)
 		}
-		if iface != "" {
-			z, err := m.c.ZoneOfInterface(ctx, iface)
-			if err != nil {
-				return "", fmt.Errorf("get firewalld zone of interface %q: %w", iface, err)
-			}
-			if z != "" {
-				return z, nil
-			}
+	}
+	resolve := func(ctx context.Context) (zoneOf, error) { return m.resolveZone(ctx, iface) }
+	z, err := m.zoneName.Get(ctx, resolve)
+	if err == nil && z.iface != iface {
+		m.zoneName.Forget() // the node IP moved to another interface
+		z, err = m.zoneName.Get(ctx, resolve)
+	}
+	return z.zone, err
+}
+
+func (m *manager) resolveZone(ctx context.Context, iface string) (zoneOf, error) {
+	if iface != "" {
+		z, err := m.c.ZoneOfInterface(ctx, iface)
+		if err != nil {
+			return zoneOf{}, fmt.Errorf("get firewalld zone of interface %q: %w", iface, err)
+		}
+		if z != "" {
+			return zoneOf{iface, z}, nil
 		}
 	}
 	z, err := m.c.DefaultZone(ctx)
 	if err != nil {
-		return "", fmt.Errorf("get default firewalld zone: %w", err)
+		return zoneOf{}, fmt.Errorf("get default firewalld zone: %w", err)
 	}
-	return z, nil
+	return zoneOf{iface, z}, nil
+}
+
+// readZone reads a zone's permanent and runtime settings; a missing one is nil.
+func (m *manager) readZone(ctx context.Context, name string) (zoneState, error) {
+	st := zoneState{name: name}
+	pz, err := m.c.ConfigZone(ctx, name)
+	switch {
+	case errors.Is(err, ErrInvalidZone):
+	case err != nil:
+		return st, err
+	default:
+		s, err := pz.Settings(ctx)
+		if err != nil {
+			return st, err
+		}
+		st.permanent = &s
+	}
+	s, err := m.c.ZoneSettings(ctx, name)
+	switch {
+	case errors.Is(err, ErrInvalidZone):
+	case err != nil:
+		return st, err
+	default:
+		st.runtime = &s
+	}
+	return st, nil
 }
 
 // preflight checks everything an apply relies on before it changes anything, so that bad
@@ -204,25 +267,19 @@ func (m *manager) queryIn(ctx context.Context, pz *ConfigZone, r Rule) (runtime,
 }
 
 // present reports whether the rule is in the zone's runtime and permanent configuration, from
-// the zone's settings read once per pass; firewalld itself answers only for a layer where the
-// settings do not plainly show the rule (a port by service name, or a missing rule).
+// the zone's settings as last read; firewalld itself answers only where they do not plainly
+// hold the rule (a port by service name, a missing rule or zone).
 func (m *manager) present(ctx context.Context, zone string, r Rule) (runtime, permanent bool, err error) {
-	v, err := m.rules.Get(ctx, func(ctx context.Context) (zoneView, error) {
-		pz, err := m.c.ConfigZone(ctx, zone)
-		if err != nil {
-			return zoneView{}, err
-		}
-		perm, err := pz.Settings(ctx)
-		if err != nil {
-			return zoneView{}, err
-		}
-		rt, err := m.c.ZoneSettings(ctx, zone)
-		return zoneView{name: zone, runtime: rt, permanent: perm}, err
-	})
+	read := func(ctx context.Context) (zoneState, error) { return m.readZone(ctx, zone) }
+	st, err := m.rules.Get(ctx, read)
+	if err == nil && st.name != zone {
+		m.rules.Forget()
+		st, err = m.rules.Get(ctx, read)
+	}
 	if err != nil {
 		return false, false, err
 	}
-	if v.name == zone && r.in(v.runtime) && r.in(v.permanent) {
+	if st.runtime != nil && st.permanent != nil && r.in(*st.runtime) && r.in(*st.permanent) {
 		return true, true, nil
 	}
 	return m.queryRule(ctx, zone, r)
@@ -374,32 +431,20 @@ func (m *manager) verifyZone(ctx context.Context) check.Result {
 		return m.notRunning()
 	}
 	want := forwardingZoneSettings()
-	var perm, rt string // what is wrong; "" is fine
-	pz, err := m.c.ConfigZone(ctx, ForwardingZone)
-	switch {
-	case errors.Is(err, ErrInvalidZone):
-		perm = "missing"
-	case err != nil:
+	st, err := m.fwdZone.Get(ctx, func(ctx context.Context) (zoneState, error) { return m.readZone(ctx, ForwardingZone) })
+	if err != nil {
 		return m.errored(err)
-	default:
-		have, err := pz.Settings(ctx)
-		if err != nil {
-			return m.errored(err)
-		}
-		if !owns(m.listed().Zones, ForwardingZone, have.Description) {
+	}
+	perm, rt := "missing", "missing" // what is wrong; "" is fine
+	if st.permanent != nil {
+		if !owns(m.listed().Zones, ForwardingZone, st.permanent.Description) {
 			return check.Failed("ZoneNotOwned", "firewalld zone %s exists but was not created by calico-prep; rename it or turn off --firewalld-forwarding", ForwardingZone).
 				With(check.FactZone, ForwardingZone)
 		}
-		perm = zoneDrift(have, want)
+		perm = zoneDrift(*st.permanent, want)
 	}
-	have, err := m.c.ZoneSettings(ctx, ForwardingZone)
-	switch {
-	case errors.Is(err, ErrInvalidZone):
-		rt = "missing"
-	case err != nil:
-		return m.errored(err)
-	default:
-		rt = zoneDrift(have, want)
+	if st.runtime != nil {
+		rt = zoneDrift(*st.runtime, want)
 	}
 	var res check.Result
 	if perm == "" && rt == "" {
@@ -560,6 +605,36 @@ func (m *manager) supported(ctx context.Context) (check.Result, bool) {
 	return check.Result{}, true
 }
 
+// readPolicies reads calico-prep's policies, permanent and runtime; a missing one is nil.
+func (m *manager) readPolicies(ctx context.Context) (map[string]policyState, error) {
+	out := map[string]policyState{}
+	for _, p := range m.o.forwardingPolicies() {
+		var st policyState
+		pp, err := m.c.ConfigPolicy(ctx, p.name)
+		switch {
+		case errors.Is(err, ErrInvalidPolicy):
+		case err != nil:
+			return nil, err
+		default:
+			s, err := pp.Settings(ctx)
+			if err != nil {
+				return nil, err
+			}
+			st.permanent = &s
+		}
+		s, err := m.c.PolicySettings(ctx, p.name)
+		switch {
+		case errors.Is(err, ErrInvalidPolicy):
+		case err != nil:
+			return nil, err
+		default:
+			st.runtime = &s
+		}
+		out[p.name] = st
+	}
+	return out, nil
+}
+
 func (m *manager) verifyPolicies(ctx context.Context) check.Result {
 	if m.c == nil {
 		return m.notRunning()
@@ -567,45 +642,36 @@ func (m *manager) verifyPolicies(ctx context.Context) check.Result {
 	if res, ok := m.supported(ctx); !ok {
 		return res
 	}
+	states, err := m.policies.Get(ctx, m.readPolicies)
+	if err != nil {
+		return m.errored(err)
+	}
 	listed := m.listed().Policies
 	var bad []string
 	var names []string
 	permOK, rtOK := true, true
 	for _, p := range m.o.forwardingPolicies() {
 		names = append(names, p.name)
-		pp, err := m.c.ConfigPolicy(ctx, p.name)
-		switch {
-		case errors.Is(err, ErrInvalidPolicy):
+		st := states[p.name]
+		if st.permanent == nil {
 			permOK = false
 			bad = append(bad, p.name+" (permanent): missing")
-		case err != nil:
-			return m.errored(err)
-		default:
-			have, err := pp.Settings(ctx)
-			if err != nil {
-				return m.errored(err)
-			}
-			if !owns(listed, p.name, have.Description) {
+		} else {
+			if !owns(listed, p.name, st.permanent.Description) {
 				return check.Failed("PolicyNotOwned", "firewalld policy %s exists but was not created by calico-prep; rename it or turn off --firewalld-forwarding", p.name).
 					With("policy", p.name)
 			}
-			if d := policyDrift(have, p.settings); d != "" {
+			if d := policyDrift(*st.permanent, p.settings); d != "" {
 				permOK = false
 				bad = append(bad, p.name+" (permanent): "+d)
 			}
 		}
-		have, err := m.c.PolicySettings(ctx, p.name)
-		switch {
-		case errors.Is(err, ErrInvalidPolicy):
+		if st.runtime == nil {
 			rtOK = false
 			bad = append(bad, p.name+" (runtime): missing")
-		case err != nil:
-			return m.errored(err)
-		default:
-			if d := policyDrift(have, p.settings); d != "" {
-				rtOK = false
-				bad = append(bad, p.name+" (runtime): "+d)
-			}
+		} else if d := policyDrift(*st.runtime, p.settings); d != "" {
+			rtOK = false
+			bad = append(bad, p.name+" (runtime): "+d)
 		}
 	}
 	var res check.Result

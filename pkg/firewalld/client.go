@@ -37,6 +37,8 @@ const (
 type Client struct {
 	conn  *dbus.Conn
 	calls atomic.Uint64
+	// changes counts firewalld's signals while watches run (watching of them).
+	changes, watching atomic.Int64
 }
 
 // Dial opens a private connection to the system bus at address; "" means
@@ -60,6 +62,17 @@ func (c *Client) Close() error { return c.conn.Close() }
 // Calls returns how many D-Bus method calls the client has made, so that a reconcile pass can
 // be measured in calls as well as time.
 func (c *Client) Calls() uint64 { return c.calls.Load() }
+
+// Changes returns a number that moves whenever firewalld may have changed anything: each of its
+// signals (firewalld signals every change to its runtime and permanent configuration), a new
+// owner of its bus name, each event of a watch. It is 0 while no Watch runs: then nothing read
+// from firewalld may be assumed unchanged.
+func (c *Client) Changes() uint64 {
+	if c.watching.Load() == 0 {
+		return 0
+	}
+	return uint64(c.changes.Load())
+}
 
 // call invokes one method on firewalld and stores the reply into out.
 func (c *Client) call(ctx context.Context, path dbus.ObjectPath, iface, method string, args []any, out ...any) error {

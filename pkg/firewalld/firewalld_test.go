@@ -632,6 +632,67 @@ func TestOperatorFormsAndCallsPerPass(t *testing.T) {
 	}
 }
 
+// While a Watch runs, a pass reuses what the last one read until firewalld signals a change:
+// a quiet firewalld is asked nothing but whether it is on the bus; an operator's change at
+// runtime, or to the permanent configuration, is read (and repaired) by the next pass.
+func TestReadsLastUntilFirewalldSignals(t *testing.T) {
+	ctx := testContext(t)
+	n := testbed.Up(t, testbed.Options{Name: "quiet", Firewalld: true, Calico: true})
+	c := dial(t, ctx, n)
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	if _, err := c.Watch(wctx); err != nil {
+		t.Fatal(err)
+	}
+	checks := firewalld.Checks(c, options(n, netip.MustParsePrefix("10.65.128.0/24")))
+	failIfNotReady(t, run(ctx, check.Reconcile, checks))
+	settle := func() { // until firewalld's signals of the last changes have arrived
+		t.Helper()
+		for last, quiet := c.Changes(), 0; quiet < 10; quiet++ {
+			time.Sleep(20 * time.Millisecond)
+			if now := c.Changes(); now != last {
+				last, quiet = now, 0
+			}
+		}
+	}
+	settle()
+	failIfNotReady(t, run(ctx, check.VerifyOnly, checks)) // reads afresh after the apply's signals
+	before := c.Calls()
+	failIfNotReady(t, run(ctx, check.VerifyOnly, checks))
+	if calls := c.Calls() - before; calls != 1 {
+		t.Errorf("a pass over a quiet firewalld made %d D-Bus calls, want 1 (is firewalld on the bus)", calls)
+	}
+
+	operator := dial(t, ctx, n)
+	pz, err := operator.ConfigZone(ctx, defaultZone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, change := range []struct {
+		name   string
+		check  string
+		do     func() error
+		layers string
+	}{
+		{"runtime port removed", "firewalld/port-179-tcp", func() error { return operator.RemovePort(ctx, defaultZone, "179", "tcp") }, "runtime"},
+		{"permanent protocol removed", "firewalld/protocol-ipencap", func() error { return pz.RemoveProtocol(ctx, "ipencap") }, "permanent"},
+	} {
+		was := c.Changes()
+		if err := change.do(); err != nil {
+			t.Fatalf("%s: %v", change.name, err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for c.Changes() == was && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		rep := run(ctx, check.VerifyOnly, checks)
+		if e, _ := rep.Entry(change.check); e.Status != check.Fail || !strings.Contains(e.Message, "to "+change.layers+" configuration") {
+			t.Errorf("%s: %s = %s %q, want it missing from the %s configuration", change.name, change.check, e.Status, e.Message, change.layers)
+		}
+		failIfNotReady(t, run(ctx, check.Reconcile, checks))
+	}
+}
+
 func permanentSettings(c *firewalld.Client) func(context.Context, string) (firewalld.ZoneSettings, error) {
 	return func(ctx context.Context, zone string) (firewalld.ZoneSettings, error) {
 		pz, err := c.ConfigZone(ctx, zone)

@@ -30,14 +30,14 @@ type Event struct {
 }
 
 // Watch delivers firewalld's Reloaded signal and the changes of owner of its bus name until ctx
-// ends or the connection closes; then the channel is closed. The bus only forwards those two
-// signals, not the hundreds of config.* signals a reload emits first.
+// ends or the connection closes; then the channel is closed. While it runs, Changes counts
+// every signal firewalld sends (a reload sends hundreds of config.* signals before Reloaded), so
+// that what a pass read can serve the next one while firewalld has said nothing.
 func (c *Client) Watch(ctx context.Context) (<-chan Event, error) {
 	rules := [][]dbus.MatchOption{
 		// sender is firewalld's well-known name: the bus matches whoever owns it now, so a
 		// restarted firewalld is heard and no one else can fake a reload.
-		{dbus.WithMatchSender(busName), dbus.WithMatchObjectPath(objectPath),
-			dbus.WithMatchInterface(ifaceMain), dbus.WithMatchMember("Reloaded")},
+		{dbus.WithMatchSender(busName)},
 		{dbus.WithMatchSender(busDaemonName), dbus.WithMatchObjectPath(busDaemonPath),
 			dbus.WithMatchInterface(busDaemonName), dbus.WithMatchMember("NameOwnerChanged"),
 			dbus.WithMatchArg(0, busName)},
@@ -49,13 +49,35 @@ func (c *Client) Watch(ctx context.Context) (<-chan Event, error) {
 			return nil, fmt.Errorf("subscribe to firewalld signals: %w", mapError("AddMatch", err))
 		}
 	}
-	sigs := make(chan *dbus.Signal, 16)
+	// Two channels: the count must move at once, also while an event waits for a starting
+	// firewalld.
+	counted, sigs := make(chan *dbus.Signal, 64), make(chan *dbus.Signal, 16)
+	c.conn.Signal(counted)
 	c.conn.Signal(sigs)
+	c.watching.Add(1)
+	c.changes.Add(1)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case _, ok := <-counted:
+				if !ok {
+					return // the connection closed
+				}
+				c.changes.Add(1)
+			case <-done:
+				return
+			}
+		}
+	}()
 	out := make(chan Event, 16)
 	go func() {
 		defer close(out)
 		defer c.removeMatches(ctx, rules)
+		defer close(done)
+		defer c.conn.RemoveSignal(counted)
 		defer c.conn.RemoveSignal(sigs)
+		defer c.watching.Add(-1)
 		for {
 			var s *dbus.Signal
 			var ok bool
@@ -75,6 +97,7 @@ func (c *Client) Watch(ctx context.Context) (<-chan Event, error) {
 			if ev.Kind == Started && !c.waitRunning(ctx) {
 				return
 			}
+			c.changes.Add(1)
 			select {
 			case out <- ev:
 			case <-ctx.Done():
