@@ -111,9 +111,11 @@ func (m *Metrics) Observe(rep check.Report, took time.Duration, finished time.Ti
 // SetClusterNodes records the node count of the last Typha-advice count.
 func (m *Metrics) SetClusterNodes(n int64) { m.clusterNodes.Set(float64(n)) }
 
-// Handler serves the registry in the Prometheus exposition format.
+// Handler serves the registry in the Prometheus exposition format, uncompressed: the page is a
+// few kilobytes scraped over the node's own network, and each gzip encoder promhttp keeps
+// for reuse holds about a megabyte of heap between scrapes (2.7 MiB of the idle agent's 7).
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry, DisableCompression: true})
 }
 
 // Registry is for tests and for gathering without HTTP.

@@ -82,7 +82,12 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	m := New("v0.0.0-test")
 	m.Observe(sampleReport(), 42*time.Millisecond, time.Now())
 	rec := httptest.NewRecorder()
-	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip") // as Prometheus asks; the agent answers plain text
+	m.Handler().ServeHTTP(rec, req)
+	if enc := rec.Header().Get("Content-Encoding"); enc != "" {
+		t.Errorf("Content-Encoding %q, want none", enc)
+	}
 	cmd := exec.Command(promtool, "check", "metrics")
 	cmd.Stdin = rec.Body
 	out, err := cmd.CombinedOutput()
