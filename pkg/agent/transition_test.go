@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
 )
@@ -67,11 +65,11 @@ func TestDrifted(t *testing.T) {
 	ready := nodestatus.Status{Ready: true, Reason: "Prepared", Message: "node is prepared for Calico", Report: `{"ready":true}`}
 	overlap := nodestatus.Status{Ready: false, Reason: "PodCIDROverlap", Message: "overlap", Report: `{}`}
 	node := func(meta, cond nodestatus.Status) nodestatus.Node {
-		st := map[bool]corev1.ConditionStatus{true: corev1.ConditionTrue, false: corev1.ConditionFalse}[cond.Ready]
+		st := map[bool]string{true: "True", false: "False"}[cond.Ready]
 		return nodestatus.Node{
 			Labels:      map[string]string{nodestatus.LabelReady: fmt.Sprint(meta.Ready)},
 			Annotations: map[string]string{nodestatus.AnnotationReport: meta.Report},
-			Condition:   &corev1.NodeCondition{Type: nodestatus.ConditionType, Status: st, Reason: cond.Reason, Message: cond.Message},
+			Condition:   &nodestatus.Condition{Type: nodestatus.ConditionType, Status: st, Reason: cond.Reason, Message: cond.Message},
 		}
 	}
 	a := &Agent{published: &overlap, inflight: &ready}

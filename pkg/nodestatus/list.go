@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-
-	corev1 "k8s.io/api/core/v1"
 )
 
 // NodeInfo is what the cluster plan reads of one Node.
@@ -36,7 +34,7 @@ type listedNode struct {
 		} `json:"annotations"`
 	} `json:"metadata"`
 	Status struct {
-		Addresses []corev1.NodeAddress `json:"addresses"`
+		Addresses []nodeAddress `json:"addresses"`
 	} `json:"status"`
 }
 
@@ -131,7 +129,7 @@ func decodeItems(dec *json.Decoder, fn func(NodeInfo) error) error {
 			Report:       n.Metadata.Annotations.Report,
 		}
 		for _, a := range n.Status.Addresses {
-			if a.Type == corev1.NodeInternalIP {
+			if a.Type == internalIP {
 				info.InternalIPs = append(info.InternalIPs, a.Address)
 			}
 		}

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"sync"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -27,11 +26,11 @@ type Status struct {
 
 func (s Status) label() string { return strconv.FormatBool(s.Ready) }
 
-func (s Status) conditionStatus() corev1.ConditionStatus {
+func (s Status) conditionStatus() string {
 	if s.Ready {
-		return corev1.ConditionTrue
+		return "True"
 	}
-	return corev1.ConditionFalse
+	return "False"
 }
 
 // view is the client's latest knowledge of its Node, from the watch and from the responses to
@@ -45,18 +44,18 @@ type view struct {
 // set records n unless the view holds a newer version of the same Node, and reports whether
 // it recorded it. A watch event can arrive after the response to a later write; taken as
 // news, it would make the next pass write again what the Node already says.
-func (v *view) set(n *corev1.Node) (Node, bool) {
+func (v *view) set(n *nodeObject) (Node, bool) {
 	nn := nodeFrom(n)
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.node != nil && v.uid == n.UID {
+	if v.node != nil && v.uid == n.Metadata.UID {
 		// Resource versions of one object are comparable (KEP-5504); when one is not a
 		// plain number, the newest arrival wins as before.
-		if cmp, err := resourceversion.CompareResourceVersion(n.ResourceVersion, v.node.ResourceVersion); err == nil && cmp < 0 {
+		if cmp, err := resourceversion.CompareResourceVersion(n.Metadata.ResourceVersion, v.node.ResourceVersion); err == nil && cmp < 0 {
 			return *v.node, false
 		}
 	}
-	v.node, v.uid = &nn, n.UID
+	v.node, v.uid = &nn, n.Metadata.UID
 	return nn, true
 }
 
@@ -132,7 +131,7 @@ func (c *Client) Publish(ctx context.Context, want Status) (writes int, err erro
 		bodies = append(bodies, map[string]any{
 			"apiVersion": "v1", "kind": "Node",
 			"metadata": map[string]any{"name": c.node, "uid": uid},
-			"status": map[string]any{"conditions": []corev1.NodeCondition{{
+			"status": map[string]any{"conditions": []Condition{{
 				Type:               ConditionType,
 				Status:             want.conditionStatus(),
 				Reason:             want.Reason,
@@ -177,7 +176,7 @@ func (c *Client) apply(ctx context.Context, body map[string]any, subresource ...
 		}
 		return fmt.Errorf("apply %s %q: %w", what, c.node, err)
 	}
-	var n corev1.Node
+	var n nodeObject
 	if err := json.Unmarshal(res, &n); err != nil {
 		return fmt.Errorf("decode node %q: %w", c.node, err)
 	}
@@ -189,18 +188,19 @@ func (c *Client) apply(ctx context.Context, body map[string]any, subresource ...
 func (c *Client) Event(ctx context.Context, warning bool, reason, message string) error {
 	_, uid := c.view.get()
 	now := metav1.NewTime(c.now())
-	typ := corev1.EventTypeNormal
+	typ := "Normal"
 	if warning {
-		typ = corev1.EventTypeWarning
+		typ = "Warning"
 	}
-	ev := corev1.Event{
-		TypeMeta:            metav1.TypeMeta{APIVersion: "v1", Kind: "Event"},
-		ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", c.node, now.UnixNano()), Namespace: EventNamespace},
-		InvolvedObject:      corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: c.node, UID: uid},
+	ev := event{
+		APIVersion:          "v1",
+		Kind:                "Event",
+		Metadata:            objectMeta{Name: fmt.Sprintf("%s.%x", c.node, now.UnixNano()), Namespace: EventNamespace},
+		InvolvedObject:      objectRef{APIVersion: "v1", Kind: "Node", Name: c.node, UID: uid},
 		Reason:              reason,
 		Message:             message,
 		Type:                typ,
-		Source:              corev1.EventSource{Component: FieldManager, Host: c.node},
+		Source:              eventSource{Component: FieldManager, Host: c.node},
 		FirstTimestamp:      now,
 		LastTimestamp:       now,
 		Count:               1,

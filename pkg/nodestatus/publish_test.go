@@ -1,6 +1,7 @@
 package nodestatus
 
 import (
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
@@ -99,7 +100,8 @@ func TestPublishAgainstAPIServer(t *testing.T) {
 				kubelet = &got.Status.Conditions[i]
 			}
 		}
-		if ours == nil || ours.Status != st.condStatus || ours.Message != st.want.Message || got.Annotations[AnnotationReport] != st.want.Report {
+		if ours == nil || ours.Status != st.condStatus || ours.Message != st.want.Message || got.Annotations[AnnotationReport] != st.want.Report ||
+			ours.Reason != st.want.Reason || ours.LastHeartbeatTime.IsZero() || ours.LastTransitionTime.IsZero() {
 			t.Fatalf("step %d: condition %+v, report %q", i, ours, got.Annotations[AnnotationReport])
 		}
 		if kubelet == nil || kubelet.Reason != "KubeletReady" {
@@ -113,6 +115,11 @@ func TestPublishAgainstAPIServer(t *testing.T) {
 	evs, err := cs.CoreV1().Events(EventNamespace).List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
 	if err != nil || len(evs.Items) != 1 || evs.Items[0].Reason != "CalicoPrepNotReady" || evs.Items[0].InvolvedObject.UID != node.UID {
 		t.Fatalf("events %+v, %v", evs, err)
+	}
+	if ev := evs.Items[0]; ev.Type != corev1.EventTypeWarning || ev.Message != notReady.Message || ev.Count != 1 ||
+		ev.Source.Component != FieldManager || ev.Source.Host != name || ev.ReportingController != FieldManager ||
+		ev.ReportingInstance != name || ev.FirstTimestamp.IsZero() || ev.LastTimestamp.IsZero() || ev.InvolvedObject.Kind != "Node" {
+		t.Errorf("event as the API server stored it: %+v", ev)
 	}
 	if n, err := client.CountNodes(t.Context()); err != nil || n < 1 {
 		t.Fatalf("CountNodes = %d, %v", n, err)
@@ -147,7 +154,16 @@ func TestPublishAfterUnseenDeletion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client.view.set(node) // as if the watch had delivered it, and then missed the deletion
+	// As if the watch had delivered it, and then missed the deletion.
+	raw, err := json.Marshal(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen nodeObject
+	if err := json.Unmarshal(raw, &seen); err != nil {
+		t.Fatal(err)
+	}
+	client.view.set(&seen)
 	if err := cs.CoreV1().Nodes().Delete(t.Context(), node.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}

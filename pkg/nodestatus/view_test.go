@@ -3,20 +3,18 @@ package nodestatus
 import (
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
 
 func TestViewKeepsNewestVersion(t *testing.T) {
-	node := func(uid, rv, label string) *corev1.Node {
-		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+	node := func(uid, rv, label string) *nodeObject {
+		return &nodeObject{Metadata: objectMeta{
 			Name: "n", UID: types.UID(uid), ResourceVersion: rv, Labels: map[string]string{LabelReady: label},
 		}}
 	}
 	tests := []struct {
 		name      string
-		have, got *corev1.Node
+		have, got *nodeObject
 		wantFresh bool
 		wantLabel string
 	}{

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -97,11 +96,11 @@ func (c *Client) watchOnce(ctx context.Context, rv *string, ch chan Node) (progr
 		}
 		switch ev.Type {
 		case "ADDED", "MODIFIED":
-			var n corev1.Node
+			var n nodeObject
 			if err := json.Unmarshal(ev.Object, &n); err != nil {
 				return progressed, fmt.Errorf("decode node %q: %w", c.node, err)
 			}
-			*rv = n.ResourceVersion
+			*rv = n.Metadata.ResourceVersion
 			progressed = true
 			if nn, fresh := c.view.set(&n); fresh {
 				latest(ch, nn)
@@ -114,7 +113,7 @@ func (c *Client) watchOnce(ctx context.Context, rv *string, ch chan Node) (progr
 			progressed = true
 		case "BOOKMARK":
 			var m struct {
-				Metadata metav1.ObjectMeta `json:"metadata"`
+				Metadata objectMeta `json:"metadata"`
 			}
 			if json.Unmarshal(ev.Object, &m) == nil {
 				*rv = m.Metadata.ResourceVersion
