@@ -243,4 +243,15 @@ func TestPassCacheVersion(t *testing.T) {
 	if want := []int{1, 1, 2, 2, 3, 4, 5, 6, 7}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("values = %v, want %v", got, want)
 	}
+
+	// A change during a read may or may not be in the value: the next pass reads again.
+	got = nil
+	cache.MaxAge = time.Hour
+	cache.Forget()
+	read = func(context.Context) (int, error) { reads++; version++; return reads, nil }
+	pass()
+	pass()
+	if want := []int{8, 9}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("values with a change during each read = %v, want %v", got, want)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/calico-prep/calico-prep/pkg/check"
@@ -33,6 +34,10 @@ type manager struct {
 	rules    check.PassCache[zoneState] // the zone that receives the rules
 	fwdZone  check.PassCache[zoneState]
 	policies check.PassCache[map[string]policyState]
+	// running is whether firewalld/running last found firewalld RUNNING. Nothing read from a
+	// firewalld that is still loading (INIT), or failed, serves a later pass: firewalld
+	// signals nothing when it finishes loading.
+	running atomic.Bool
 }
 
 // reuseFor bounds how long a read serves later passes while firewalld is silent: a signal lost
@@ -55,11 +60,19 @@ func (m *manager) caches() {
 	if m.c == nil {
 		return
 	}
-	m.info.Version, m.info.MaxAge = m.c.Changes, reuseFor
-	m.zoneName.Version, m.zoneName.MaxAge = m.c.Changes, reuseFor
-	m.rules.Version, m.rules.MaxAge = m.c.Changes, reuseFor
-	m.fwdZone.Version, m.fwdZone.MaxAge = m.c.Changes, reuseFor
-	m.policies.Version, m.policies.MaxAge = m.c.Changes, reuseFor
+	m.info.Version, m.info.MaxAge = m.version, reuseFor
+	m.zoneName.Version, m.zoneName.MaxAge = m.version, reuseFor
+	m.rules.Version, m.rules.MaxAge = m.version, reuseFor
+	m.fwdZone.Version, m.fwdZone.MaxAge = m.version, reuseFor
+	m.policies.Version, m.policies.MaxAge = m.version, reuseFor
+}
+
+// version is the caches' Version: firewalld's signal count while it is known to be RUNNING.
+func (m *manager) version() uint64 {
+	if !m.running.Load() {
+		return 0
+	}
+	return m.c.Changes()
 }
 
 // forget drops what was read; an apply changed it.
@@ -122,6 +135,9 @@ func (m *manager) verifyRunning(ctx context.Context) check.Result {
 		return m.notRunning()
 	}
 	up, err := m.c.Running(ctx)
+	if err != nil || !up {
+		m.running.Store(false)
+	}
 	if err != nil {
 		return check.Errored(fmt.Errorf("ask the bus for firewalld: %w", err))
 	}
@@ -130,8 +146,10 @@ func (m *manager) verifyRunning(ctx context.Context) check.Result {
 	}
 	info, err := m.info.Get(ctx, m.c.Info)
 	if err != nil {
+		m.running.Store(false)
 		return m.errored(err)
 	}
+	m.running.Store(info.State == "RUNNING")
 	var r check.Result
 	switch info.State {
 	case "RUNNING":
@@ -140,6 +158,8 @@ func (m *manager) verifyRunning(ctx context.Context) check.Result {
 		r = check.Failed("FirewalldFailed", "firewalld %s is in state FAILED: its permanent configuration did not load", info.Version)
 	default:
 		r = check.Failed("FirewalldNotReady", "firewalld %s is in state %s", info.Version, info.State)
+		// Still loading (INIT): it will be RUNNING in a few seconds and say nothing.
+		r.RecheckIn = time.Second
 	}
 	return r.With("version", info.Version).With("state", info.State)
 }
@@ -276,10 +296,12 @@ func (m *manager) present(ctx context.Context, zone string, r Rule) (runtime, pe
 		m.rules.Forget()
 		st, err = m.rules.Get(ctx, read)
 	}
-	if err != nil {
+	if errors.Is(err, ErrNotRunning) || errors.Is(err, ErrDisconnected) {
 		return false, false, err
 	}
-	if st.runtime != nil && st.permanent != nil && r.in(*st.runtime) && r.in(*st.permanent) {
+	// Otherwise, also when the settings could not be read (getZoneSettings2 and getSettings2
+	// are firewalld 0.9 and later), firewalld answers for the rule itself.
+	if err == nil && st.runtime != nil && st.permanent != nil && r.in(*st.runtime) && r.in(*st.permanent) {
 		return true, true, nil
 	}
 	return m.queryRule(ctx, zone, r)

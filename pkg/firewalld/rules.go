@@ -47,9 +47,11 @@ func (r Rule) portArg() string {
 	return fmt.Sprintf("%d-%d", r.Port.From, r.Port.To)
 }
 
-// in reports whether settings plainly hold the rule, as firewalld's own queryPort and
-// queryProtocol would find it: the IP protocol by name, or the port inside a numeric port or
-// range of the same protocol. A port stored by service name is not plain; ask firewalld.
+// in reports whether settings plainly hold the rule: the IP protocol by name, or the port
+// inside a numeric port or range of the same protocol, as firewalld's own queryPort finds it
+// (portInPortRange; releases before 0.7 matched ports exactly, so a rule inside an operator's
+// range counts as present there too, which it is for traffic). A port stored by service name
+// is not plain; ask firewalld.
 func (r Rule) in(s ZoneSettings) bool {
 	if r.IPProtocol != "" {
 		return slices.Contains(s.Protocols, r.IPProtocol)

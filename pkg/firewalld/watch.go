@@ -49,35 +49,15 @@ func (c *Client) Watch(ctx context.Context) (<-chan Event, error) {
 			return nil, fmt.Errorf("subscribe to firewalld signals: %w", mapError("AddMatch", err))
 		}
 	}
-	// Two channels: the count must move at once, also while an event waits for a starting
-	// firewalld.
-	counted, sigs := make(chan *dbus.Signal, 64), make(chan *dbus.Signal, 16)
-	c.conn.Signal(counted)
+	sigs := make(chan *dbus.Signal, 64)
 	c.conn.Signal(sigs)
-	c.watching.Add(1)
 	c.changes.Add(1)
-	done := make(chan struct{})
+	c.watching.Add(1)
+	// One reader counts every signal at once and passes firewalld's events on in order; the
+	// other waits for a starting firewalld without holding up the count.
+	events := make(chan Event, 16)
 	go func() {
-		for {
-			select {
-			case _, ok := <-counted:
-				if !ok {
-					return // the connection closed
-				}
-				c.changes.Add(1)
-			case <-done:
-				return
-			}
-		}
-	}()
-	out := make(chan Event, 16)
-	go func() {
-		defer close(out)
-		defer c.removeMatches(ctx, rules)
-		defer close(done)
-		defer c.conn.RemoveSignal(counted)
-		defer c.conn.RemoveSignal(sigs)
-		defer c.watching.Add(-1)
+		defer close(events)
 		for {
 			var s *dbus.Signal
 			var ok bool
@@ -86,14 +66,28 @@ func (c *Client) Watch(ctx context.Context) (<-chan Event, error) {
 				return
 			case s, ok = <-sigs:
 				if !ok {
-					return
+					return // the connection closed
 				}
 			}
+			c.changes.Add(1)
 			ev, ok := toEvent(s)
 			if !ok {
 				continue
 			}
 			ev.Received = time.Now()
+			select {
+			case events <- ev:
+			default: // 16 events wait already, each to wake a pass: one more adds nothing
+			}
+		}
+	}()
+	out := make(chan Event, 16)
+	go func() {
+		defer close(out)
+		defer c.removeMatches(ctx, rules)
+		defer c.conn.RemoveSignal(sigs)
+		defer c.watching.Add(-1)
+		for ev := range events {
 			if ev.Kind == Started && !c.waitRunning(ctx) {
 				return
 			}

@@ -143,45 +143,54 @@ func (c *Client) Publish(ctx context.Context, want Status) (writes int, err erro
 		subresources = append(subresources, []string{"status"})
 	}
 	errs := make([]error, len(bodies))
+	nodes := make([]*nodeObject, len(bodies))
 	var wg sync.WaitGroup
 	for i := range bodies {
-		wg.Go(func() { errs[i] = c.apply(ctx, bodies[i], subresources[i]...) })
+		wg.Go(func() { nodes[i], errs[i] = c.apply(ctx, bodies[i], subresources[i]...) })
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err == nil {
+	// Record the responses first and forget after: a Node one write found gone must stay
+	// forgotten, whenever the other write's response arrived.
+	gone := false
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			c.view.set(nodes[i])
 			writes++
+		case apierrors.IsConflict(err) || apierrors.IsInvalid(err) || apierrors.IsNotFound(err):
+			gone = true
 		}
 	}
-	return writes, errors.Join(errs...)
-}
-
-func (c *Client) apply(ctx context.Context, body map[string]any, subresource ...string) error {
-	data, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
-	res, err := c.rc.Patch(types.ApplyPatchType).Resource("nodes").Name(c.node).SubResource(subresource...).
-		Param("fieldManager", FieldManager).Param("force", "true").
-		Body(data).Do(ctx).Raw() // Do, not DoRaw: it decodes the server's Status into the error
-	if apierrors.IsConflict(err) || apierrors.IsInvalid(err) || apierrors.IsNotFound(err) {
+	if gone {
 		// The uid no longer matches: the Node was deleted (and maybe registered again). Wait
 		// for the watch to show the Node as it is now.
 		c.view.forget()
 	}
+	return writes, errors.Join(errs...)
+}
+
+// apply sends one server-side apply and returns the Node as the response shows it. Errors
+// wrap the API's, so apierrors still classifies them.
+func (c *Client) apply(ctx context.Context, body map[string]any, subresource ...string) (*nodeObject, error) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.rc.Patch(types.ApplyPatchType).Resource("nodes").Name(c.node).SubResource(subresource...).
+		Param("fieldManager", FieldManager).Param("force", "true").
+		Body(data).Do(ctx).Raw() // Do, not DoRaw: it decodes the server's Status into the error
 	if err != nil {
 		what := "node"
 		if len(subresource) > 0 {
 			what = "node status"
 		}
-		return fmt.Errorf("apply %s %q: %w", what, c.node, err)
+		return nil, fmt.Errorf("apply %s %q: %w", what, c.node, err)
 	}
 	var n nodeObject
 	if err := json.Unmarshal(res, &n); err != nil {
-		return fmt.Errorf("decode node %q: %w", c.node, err)
+		return nil, fmt.Errorf("decode node %q: %w", c.node, err)
 	}
-	c.view.set(&n)
-	return nil
+	return &n, nil
 }
 
 // Event records a transition on the Node, as kubelet does for its own events.
