@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/calico-prep/calico-prep/test/testbed"
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 // This file runs a container of a DaemonSet's pod the way kubelet and a container runtime would,
@@ -239,12 +240,9 @@ type pod struct {
 
 // container is one running container.
 type container struct {
+	*testkit.Proc
 	t       testing.TB
-	pid     int
-	proc    *os.Process
 	logPath string
-	done    chan struct{}
-	err     error
 }
 
 // start runs ctr with image entrypoint entry (empty when ctr has a command) from binary image
@@ -326,32 +324,16 @@ func (p *pod) start(t testing.TB, ctr corev1.Container, entry []string, image st
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &container{t: t, logPath: logf.Name(), done: make(chan struct{})}
-	started := make(chan error)
-	// Forked and waited for on one locked thread: Pdeathsig fires when the forking thread ends.
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		cmd := exec.Command("nsenter", "--net="+p.node.NetNS, "--", "unshare", "--mount", "--propagation", "private", "--", self)
-		cmd.Env = []string{containerSpecEnv + "=" + string(spec)}
-		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		c.proc, c.pid = cmd.Process, cmd.Process.Pid
-		started <- nil
-		c.err = cmd.Wait()
-		close(c.done)
-	}()
-	if err := <-started; err != nil {
-		logf.Close()
+	defer logf.Close()
+	cmd := exec.Command("nsenter", "--net="+p.node.NetNS, "--", "unshare", "--mount", "--propagation", "private", "--", self)
+	cmd.Env = []string{containerSpecEnv + "=" + string(spec)}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	c := &container{t: t, logPath: logf.Name()}
+	if c.Proc, err = testkit.Start(cmd); err != nil {
 		t.Fatalf("start container %s: %v", ctr.Name, err)
 	}
-	logf.Close()
 	t.Cleanup(func() {
-		if err := c.stop(10 * time.Second); err != nil {
+		if err := c.Stop(10 * time.Second); err != nil {
 			t.Errorf("stop container %s: %v", ctr.Name, err)
 		}
 		if t.Failed() {
@@ -361,61 +343,16 @@ func (p *pod) start(t testing.TB, ctr corev1.Container, entry []string, image st
 	return c
 }
 
-func (c *container) exited() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// wait waits for the container to exit and returns its exit code.
-func (c *container) wait(within time.Duration) (int, error) {
-	select {
-	case <-c.done:
-	case <-time.After(within):
-		return -1, fmt.Errorf("container (pid %d) still running after %s", c.pid, within)
-	}
-	var ee *exec.ExitError
-	if errors.As(c.err, &ee) {
-		return ee.ExitCode(), nil
-	}
-	return 0, c.err
-}
-
-// stop sends SIGTERM, as kubelet does, then SIGKILL after grace; only to the process this test
-// started (os.Process signals through a pidfd) and only while it runs.
-func (c *container) stop(grace time.Duration) error {
-	if c.exited() {
-		return nil
-	}
-	if err := c.proc.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
-	}
-	if _, err := c.wait(grace); err == nil {
-		return nil
-	}
-	if err := c.proc.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
-	}
-	<-c.done
-	return fmt.Errorf("container (pid %d) did not exit within %s of SIGTERM", c.pid, grace)
-}
-
 func (c *container) log() string {
 	data, _ := os.ReadFile(c.logPath)
 	return string(data)
 }
 
-func (c *container) logTail(n int) string {
-	lines := strings.Split(strings.TrimRight(c.log(), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
+func (c *container) logTail(n int) string { return testkit.LastLines(c.log(), n) }
 
 // status returns the fields of /proc/PID/status, e.g. CapEff and NoNewPrivs.
 func (c *container) status() (map[string]string, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", c.pid))
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", c.Pid))
 	if err != nil {
 		return nil, err
 	}
@@ -431,7 +368,7 @@ func (c *container) status() (map[string]string, error) {
 
 // rootMountOptions returns the mount options of the container's / as it sees it.
 func (c *container) rootMountOptions() (string, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", c.pid))
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", c.Pid))
 	if err != nil {
 		return "", err
 	}

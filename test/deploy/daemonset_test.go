@@ -11,11 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
 	"github.com/calico-prep/calico-prep/test/testbed"
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 // ready bounds the waits for the agent; it reacts in milliseconds, a machine running other test
@@ -111,9 +110,9 @@ func TestDaemonSetRunsAgent(t *testing.T) {
 
 	// The Node reports the node prepared.
 	var n *corev1.Node
-	eventually(t, ready, func() string {
-		if agent.exited() {
-			t.Fatalf("agent exited: %v\n%s", agent.err, agent.logTail(40))
+	testkit.Eventually(t, ready, func() string {
+		if agent.Exited() {
+			t.Fatalf("agent exited: %v\n%s", agent.Err(), agent.logTail(40))
 		}
 		n, err = admin.CoreV1().Nodes().Get(t.Context(), node.Name, metav1.GetOptions{})
 		if err != nil {
@@ -160,7 +159,7 @@ func TestDaemonSetRunsAgent(t *testing.T) {
 	// removal makes it prepared again.
 	t.Run("reacts to netlink events", func(t *testing.T) {
 		waitReady := func(want string) {
-			eventually(t, ready, func() string {
+			testkit.Eventually(t, ready, func() string {
 				n, err := admin.CoreV1().Nodes().Get(t.Context(), node.Name, metav1.GetOptions{})
 				if err != nil {
 					return err.Error()
@@ -214,7 +213,7 @@ func TestDaemonSetRunsAgent(t *testing.T) {
 
 	t.Run("Prometheus scrapes it", func(t *testing.T) {
 		prom := startPrometheus(t, node, fmt.Sprintf("127.0.0.1:%d", port))
-		eventually(t, ready, func() string {
+		testkit.Eventually(t, ready, func() string {
 			res, err := prom.query("calico_prep_ready")
 			if err != nil {
 				return err.Error()
@@ -296,10 +295,10 @@ func TestDaemonSetRunsAgent(t *testing.T) {
 	})
 
 	// Removal, as the README documents it.
-	if err := agent.stop(30 * time.Second); err != nil {
+	if err := agent.Stop(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if code, err := agent.wait(time.Second); err != nil || code != 0 {
+	if code, err := agent.Wait(time.Second); err != nil || code != 0 {
 		t.Fatalf("agent exit %d, %v on SIGTERM\n%s", code, err, agent.logTail(20))
 	}
 	dropIns, _ := filepath.Glob(filepath.Join(node.NMConfDir, "*"))
@@ -313,7 +312,7 @@ func TestDaemonSetRunsAgent(t *testing.T) {
 		init := cds.Spec.Template.Spec.InitContainers[0]
 		cp := &pod{node: node, hostPath: testbedPaths(t, node), volumes: cds.Spec.Template.Spec.Volumes}
 		cl := cp.start(t, init, nil, image, containerEnv(t, init, node.Name))
-		if code, err := cl.wait(ready); err != nil || code != 0 {
+		if code, err := cl.Wait(ready); err != nil || code != 0 {
 			t.Fatalf("agent cleanup: exit %d, %v\n%s", code, err, cl.logTail(20))
 		}
 		if after, _ := filepath.Glob(filepath.Join(node.NMConfDir, "*")); len(after) != 0 {
@@ -433,23 +432,6 @@ func sortedKeys(m map[string]bool) []string {
 	return out
 }
 
-// eventually retries cond until it returns "" or within has passed, then fails with its last
-// answer.
-func eventually(t testing.TB, within time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", within, msg)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // prometheus is a real Prometheus (Debian's package) running in a node's network namespace
 // with a private data directory.
 type prometheus struct {
@@ -491,39 +473,18 @@ scrape_configs:
 	if err != nil {
 		t.Fatal(err)
 	}
-	type started struct {
-		proc *os.Process
-		err  error
-	}
-	startc := make(chan started)
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		cmd := exec.Command("nsenter", "--net="+node.NetNS, "--", "prometheus",
-			"--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-			"--web.listen-address="+p.addr, "--log.level=warn")
-		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			startc <- started{err: err}
-			return
-		}
-		startc <- started{proc: cmd.Process}
-		done <- cmd.Wait()
-	}()
-	s := <-startc
-	logf.Close()
-	if s.err != nil {
-		t.Fatalf("start prometheus: %v", s.err)
+	defer logf.Close()
+	cmd := exec.Command("nsenter", "--net="+node.NetNS, "--", "prometheus",
+		"--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+p.addr, "--log.level=warn")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	proc, err := testkit.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = s.proc.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = s.proc.Kill()
-			<-done
+		if err := proc.Stop(20 * time.Second); err != nil {
+			t.Logf("prometheus: %v", err)
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(dir, "prometheus.log"))

@@ -77,7 +77,7 @@ func BenchmarkStartToReady(b *testing.B) {
 	first := startAgent(b, e.node, e.agentArgs()...)
 	w.waitFor(b, wait, "condition True", conditionIs(corev1.ConditionTrue, "Prepared", ""))
 	first.waitHTTP("/readyz", 200)
-	if err := first.stop(10 * time.Second); err != nil {
+	if err := first.Stop(10 * time.Second); err != nil {
 		b.Fatal(err)
 	}
 
@@ -103,7 +103,7 @@ func BenchmarkStartToReady(b *testing.B) {
 				}
 				a.settle(b)
 				requests = append(requests, len(e.requests(b, a.started)))
-				if err := a.stop(10 * time.Second); err != nil {
+				if err := a.Stop(10 * time.Second); err != nil {
 					b.Fatal(err)
 				}
 				b.StartTimer()
@@ -181,8 +181,8 @@ func (a *agentProc) pollReady(t testing.TB) time.Time {
 		if err == nil && code == 200 {
 			return time.Now()
 		}
-		if a.exited() {
-			t.Fatalf("agent exited (%s):\n%s", a.state(), a.logTail(20))
+		if a.Exited() {
+			t.Fatalf("agent exited (%s):\n%s", a.State(), a.logTail(20))
 		}
 		time.Sleep(time.Millisecond)
 	}

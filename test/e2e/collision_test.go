@@ -10,6 +10,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 // idle is how long the collision test watches a steady node for requests.
@@ -43,7 +45,7 @@ func TestCollisionReportedThenCleared(t *testing.T) {
 	}
 	// What calico-prep prepares does not wait for the node to be ready.
 	zone := fw.defaultZone(t)
-	eventually(t, wait, func() string { return fw.missingPorts(zone) })
+	testkit.Eventually(t, wait, func() string { return fw.missingPorts(zone) })
 	a.waitHTTP("/healthz", 200)
 
 	// The fix: one netlink event, no resync (an hour away), no restart.

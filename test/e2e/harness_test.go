@@ -26,6 +26,7 @@ import (
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
 	"github.com/calico-prep/calico-prep/test/kubetest"
 	"github.com/calico-prep/calico-prep/test/testbed"
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 const (
@@ -166,7 +167,7 @@ func (e *env) events() []corev1.Event {
 func (e *env) waitEvents(n int) []corev1.Event {
 	e.t.Helper()
 	var evs []corev1.Event
-	eventually(e.t, wait, func() string {
+	testkit.Eventually(e.t, wait, func() string {
 		evs = e.events()
 		if len(evs) == n {
 			return ""
@@ -363,23 +364,6 @@ func (w *nodeWatch) await(within time.Duration, match func(*corev1.Node) bool) (
 			}
 			return seenNode{}, fmt.Errorf("not seen within %s; last: %s", within, describeNode(last))
 		}
-	}
-}
-
-// eventually polls cond until it returns "" or within has passed, then fails the test with
-// its last complaint.
-func eventually(t testing.TB, within time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", within, msg)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -106,11 +106,11 @@ func TestSIGTERMExitsAndKeepsPreparation(t *testing.T) {
 	}
 
 	sent := time.Now()
-	if err := a.signal(syscall.SIGTERM); err != nil {
+	if err := a.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	// Kubernetes' default terminationGracePeriodSeconds; the kubelet kills after it.
-	code, err := a.waitExit(30 * time.Second)
+	code, err := a.Wait(30 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/calico-prep/calico-prep/test/kubetest"
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 // outage is how long the apiserver stays away, issue #6's figure.
@@ -34,15 +35,15 @@ func TestAPIServerOutage(t *testing.T) {
 	bgp := calicoPorts[0]
 	fw.removePermanentPort(t, zone, bgp)
 	fw.reloadFirewalld(t)
-	eventually(t, wait, func() string { return fw.missingPorts(zone) })
+	testkit.Eventually(t, wait, func() string { return fw.missingPorts(zone) })
 
 	e.uplinkAddr(true, collisionAddr)
 	a.waitHTTP("/readyz", 503)
 	a.waitHTTP("/healthz", 200)
 
 	time.Sleep(time.Until(down.Add(outage)))
-	if a.exited() {
-		t.Fatalf("agent exited during the outage (%s):\n%s", a.state(), a.logTail(20))
+	if a.Exited() {
+		t.Fatalf("agent exited during the outage (%s):\n%s", a.State(), a.logTail(20))
 	}
 	restart := time.Now()
 	c.StartAPIServer(t)
@@ -58,10 +59,10 @@ func TestAPIServerOutage(t *testing.T) {
 	if ev := evs[1]; ev.Type != corev1.EventTypeWarning || ev.Reason != "CalicoPrepNotReady" {
 		t.Errorf("event after the outage = %s, want a Warning CalicoPrepNotReady", describeEvents(evs[1:]))
 	}
-	if a.exited() {
-		t.Fatalf("agent exited (%s):\n%s", a.state(), a.logTail(20))
+	if a.Exited() {
+		t.Fatalf("agent exited (%s):\n%s", a.State(), a.logTail(20))
 	}
-	if err := a.signal(syscall.Signal(0)); err != nil {
+	if err := a.Signal(syscall.Signal(0)); err != nil {
 		t.Fatalf("agent process: %v", err)
 	}
 	a.waitHTTP("/healthz", 200)

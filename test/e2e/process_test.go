@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,18 +16,16 @@ import (
 	"time"
 
 	"github.com/calico-prep/calico-prep/test/testbed"
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 // agentProc is one agent process running inside a node.
 type agentProc struct {
+	*testkit.Proc
 	t       testing.TB
 	node    *testbed.Node
-	pid     int
-	proc    *os.Process
 	started time.Time // just before the fork
 	logPath string
-	done    chan struct{}
-	err     error // from Wait, valid once done is closed
 }
 
 // startAgent starts the agent binary with args in the node's network namespace (nsenter
@@ -42,10 +38,10 @@ func startAgent(t testing.TB, node *testbed.Node, args ...string) *agentProc {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if a.exited() {
+		if a.Exited() {
 			return
 		}
-		if err := a.stop(10 * time.Second); err != nil {
+		if err := a.Stop(10 * time.Second); err != nil {
 			t.Errorf("stop agent: %v", err)
 		}
 		if t.Failed() {
@@ -63,32 +59,13 @@ func launchAgent(t testing.TB, node *testbed.Node, args ...string) (*agentProc, 
 	if err != nil {
 		return nil, err
 	}
-	a := &agentProc{t: t, node: node, logPath: logf.Name(), done: make(chan struct{})}
-	started := make(chan error)
-	// The child is forked and waited for on one locked OS thread: Pdeathsig fires when the
-	// thread that forked it ends, and tests switch threads into namespaces, which can make Go
-	// retire threads.
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		cmd := exec.Command("nsenter", append([]string{"--net=" + node.NetNS, "--", agentBin}, args...)...)
-		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DBUS_SYSTEM_BUS_ADDRESS=" + node.BusAddress}
-		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-		a.started = time.Now()
-		if err := cmd.Start(); err != nil {
-			logf.Close()
-			started <- fmt.Errorf("start agent: %w", err)
-			return
-		}
-		logf.Close()
-		a.proc, a.pid = cmd.Process, cmd.Process.Pid
-		started <- nil
-		a.err = cmd.Wait()
-		close(a.done)
-	}()
-	if err := <-started; err != nil {
-		return nil, err
+	defer logf.Close()
+	cmd := exec.Command("nsenter", append([]string{"--net=" + node.NetNS, "--", agentBin}, args...)...)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DBUS_SYSTEM_BUS_ADDRESS=" + node.BusAddress}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	a := &agentProc{t: t, node: node, logPath: logf.Name(), started: time.Now()}
+	if a.Proc, err = testkit.Start(cmd); err != nil {
+		return nil, fmt.Errorf("start agent: %w", err)
 	}
 	return a, nil
 }
@@ -103,80 +80,22 @@ func (a *agentProc) checkNamespace() error {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var got syscall.Stat_t
-		err := syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", a.pid), &got)
+		err := syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", a.Pid), &got)
 		if err == nil && got.Ino == want.Ino {
 			return nil
 		}
-		if a.exited() {
-			return fmt.Errorf("agent exited at once (%v):\n%s", a.state(), a.logTail(20))
+		if a.Exited() {
+			return fmt.Errorf("agent exited at once (%v):\n%s", a.State(), a.logTail(20))
 		}
 		if time.Now().After(deadline) {
-			_ = a.proc.Kill()
+			_ = a.Kill()
 			if err != nil {
-				return fmt.Errorf("agent (pid %d): read its network namespace: %w: killed", a.pid, err)
+				return fmt.Errorf("agent (pid %d): read its network namespace: %w: killed", a.Pid, err)
 			}
-			return fmt.Errorf("agent (pid %d) is in network namespace net:[%d], not the node's net:[%d]: killed", a.pid, got.Ino, want.Ino)
+			return fmt.Errorf("agent (pid %d) is in network namespace net:[%d], not the node's net:[%d]: killed", a.Pid, got.Ino, want.Ino)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// state says how the agent ended, once it has.
-func (a *agentProc) state() string {
-	if a.err == nil {
-		return "exit status 0"
-	}
-	return a.err.Error()
-}
-
-func (a *agentProc) exited() bool {
-	select {
-	case <-a.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// signal sends sig to the agent unless it has been reaped (os.Process signals through a
-// pidfd, so a reused PID is never hit).
-func (a *agentProc) signal(sig syscall.Signal) error {
-	if err := a.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("signal agent (pid %d): %w", a.pid, err)
-	}
-	return nil
-}
-
-// waitExit waits up to within for the agent to exit and returns its exit code.
-func (a *agentProc) waitExit(within time.Duration) (int, error) {
-	select {
-	case <-a.done:
-	case <-time.After(within):
-		return -1, fmt.Errorf("agent (pid %d) still running after %s", a.pid, within)
-	}
-	var ee *exec.ExitError
-	switch {
-	case a.err == nil:
-		return 0, nil
-	case errors.As(a.err, &ee) && ee.ExitCode() >= 0:
-		return ee.ExitCode(), nil
-	}
-	return -1, fmt.Errorf("agent (pid %d) ended: %w", a.pid, a.err)
-}
-
-// stop ends the agent with SIGTERM, and SIGKILL when it outlives grace.
-func (a *agentProc) stop(grace time.Duration) error {
-	if err := a.signal(syscall.SIGTERM); err != nil {
-		return err
-	}
-	if _, err := a.waitExit(grace); err == nil {
-		return nil
-	}
-	if err := a.signal(syscall.SIGKILL); err != nil {
-		return err
-	}
-	<-a.done
-	return fmt.Errorf("agent (pid %d) killed: still running %s after SIGTERM", a.pid, grace)
 }
 
 func (a *agentProc) log() string {
@@ -187,10 +106,7 @@ func (a *agentProc) log() string {
 	return string(b)
 }
 
-func (a *agentProc) logTail(n int) string {
-	lines := strings.Split(strings.TrimRight(a.log(), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
+func (a *agentProc) logTail(n int) string { return testkit.LastLines(a.log(), n) }
 
 // get fetches a path of the agent's HTTP server, from inside the node.
 func (a *agentProc) get(ctx context.Context, path string) (int, string, error) {
@@ -213,9 +129,9 @@ func (a *agentProc) get(ctx context.Context, path string) (int, string, error) {
 func (a *agentProc) waitHTTP(path string, code int) string {
 	a.t.Helper()
 	var body string
-	eventually(a.t, wait, func() string {
-		if a.exited() {
-			a.t.Fatalf("agent exited (%s):\n%s", a.state(), a.logTail(20))
+	testkit.Eventually(a.t, wait, func() string {
+		if a.Exited() {
+			a.t.Fatalf("agent exited (%s):\n%s", a.State(), a.logTail(20))
 		}
 		got, b, err := a.get(context.Background(), path)
 		if err != nil {
@@ -246,7 +162,7 @@ const clockTick = 10 * time.Millisecond
 
 func (a *agentProc) usage() (usage, error) {
 	var u usage
-	status, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(a.pid), "status"))
+	status, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(a.Pid), "status"))
 	if err != nil {
 		return u, err
 	}
@@ -269,7 +185,7 @@ func (a *agentProc) usage() (usage, error) {
 			u.threads = int(n)
 		}
 	}
-	rollup, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(a.pid), "smaps_rollup"))
+	rollup, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(a.Pid), "smaps_rollup"))
 	if err != nil {
 		return u, err
 	}
@@ -281,7 +197,7 @@ func (a *agentProc) usage() (usage, error) {
 			}
 		}
 	}
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(a.pid), "stat"))
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(a.Pid), "stat"))
 	if err != nil {
 		return u, err
 	}
@@ -289,7 +205,7 @@ func (a *agentProc) usage() (usage, error) {
 	rest := string(stat[strings.LastIndexByte(string(stat), ')')+1:])
 	f := strings.Fields(rest)
 	if len(f) < 13 {
-		return u, fmt.Errorf("parse /proc/%d/stat: %q", a.pid, stat)
+		return u, fmt.Errorf("parse /proc/%d/stat: %q", a.Pid, stat)
 	}
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
@@ -305,9 +221,9 @@ func runAgent(t testing.TB, node *testbed.Node, within time.Duration, args ...st
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, err := a.waitExit(within)
+	code, err := a.Wait(within)
 	if err != nil {
-		_ = a.stop(5 * time.Second)
+		_ = a.Stop(5 * time.Second)
 		t.Fatalf("%v:\n%s", err, a.logTail(20))
 	}
 	return code, a.log()

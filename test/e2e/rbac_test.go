@@ -16,6 +16,7 @@ import (
 
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
 	"github.com/calico-prep/calico-prep/test/kubetest"
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 // rbac names the agent's ServiceAccount as the applied manifests create it.
@@ -78,7 +79,7 @@ func TestServiceAccountConfinedToItsNode(t *testing.T) {
 
 	// The apiserver loads a new admission policy asynchronously; until it has, the policy
 	// has no effect. Wait for it with requests that change nothing.
-	eventually(t, wait, func() string {
+	testkit.Eventually(t, wait, func() string {
 		err := labelOpts(other, metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
 		if apierrors.IsForbidden(err) {
 			return ""

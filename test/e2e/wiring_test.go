@@ -11,6 +11,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 // The daemon-level wiring: the agent's reactions to firewalld and NetworkManager going away,
@@ -27,7 +29,7 @@ func TestFirewalldReloadAndRestartReapplyRules(t *testing.T) {
 	w := e.watchNode()
 	a := startAgent(t, e.node, e.agentArgs()...)
 	w.waitFor(t, wait, "condition True", conditionIs(corev1.ConditionTrue, "Prepared", ""))
-	eventually(t, wait, func() string { return fw.missingPorts(zone) })
+	testkit.Eventually(t, wait, func() string { return fw.missingPorts(zone) })
 	bgp := calicoPorts[0]
 	applied := func(t testing.TB) float64 {
 		return a.metric(t, fmt.Sprintf(`calico_prep_apply_total{check="firewalld/port-%s-%s",result="success"}`, bgp.num, bgp.proto))
@@ -36,8 +38,8 @@ func TestFirewalldReloadAndRestartReapplyRules(t *testing.T) {
 	// Each case starts from a quiet agent, so the pass that follows is the event's.
 	reapplied := func(t *testing.T, before float64) {
 		t.Helper()
-		eventually(t, wait, func() string { return fw.missingPorts(zone) })
-		eventually(t, wait, func() string {
+		testkit.Eventually(t, wait, func() string { return fw.missingPorts(zone) })
+		testkit.Eventually(t, wait, func() string {
 			if after := applied(t); after <= before {
 				return fmt.Sprintf("apply_total for %s is %v, was %v: the agent did not add the rule again", bgp, after, before)
 			}
@@ -85,8 +87,8 @@ func TestFirewalldReloadAndRestartReapplyRules(t *testing.T) {
 		reapplied(t, before)
 	})
 
-	if a.exited() {
-		t.Fatalf("agent exited (%s):\n%s", a.state(), a.logTail(20))
+	if a.Exited() {
+		t.Fatalf("agent exited (%s):\n%s", a.State(), a.logTail(20))
 	}
 	a.waitHTTP("/readyz", 200)
 }
@@ -134,7 +136,7 @@ func TestNetworkManagerRestartAndNewVeth(t *testing.T) {
 	if err := e.node.StartNetworkManager(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, func() string {
+	testkit.Eventually(t, wait, func() string {
 		got, err := os.ReadFile(dropInPath(e.node))
 		if err != nil || string(got) != string(want) {
 			return fmt.Sprintf("drop-in after NetworkManager restarted: %q, %v; want it written again as %q", got, err, want)
@@ -154,7 +156,7 @@ func TestNetworkManagerRestartAndNewVeth(t *testing.T) {
 	}
 	// A device is unmanaged at first until NetworkManager decides; once it has taken the
 	// control veth, made after the cali one, it has decided about both.
-	eventually(t, wait, func() string {
+	testkit.Eventually(t, wait, func() string {
 		d, err := nm.device("ctl0")
 		if err != nil || !d.managed || d.state <= nmUnmanaged {
 			return fmt.Sprintf("control veth ctl0: %+v, %v; want NetworkManager to manage it", d, err)
@@ -169,7 +171,7 @@ func TestNetworkManagerRestartAndNewVeth(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), ",UP") {
 		t.Errorf("%s is not up: %s %v", veth, out, err)
 	}
-	eventually(t, wait, func() string {
+	testkit.Eventually(t, wait, func() string {
 		if v := a.metric(t, `calico_prep_networkmanager_device_unmanaged{device="cali*"}`); v != 1 {
 			return fmt.Sprintf("calico_prep_networkmanager_device_unmanaged{device=\"cali*\"} = %v, want 1", v)
 		}
@@ -188,7 +190,7 @@ func (a *agentProc) passes(t testing.TB) float64 {
 // waitPasses waits until the agent has finished more than n passes.
 func (a *agentProc) waitPasses(t testing.TB, n float64) {
 	t.Helper()
-	eventually(t, wait, func() string {
+	testkit.Eventually(t, wait, func() string {
 		if got := a.passes(t); got <= n {
 			return fmt.Sprintf("the agent ran no pass: %v passes, as before", got)
 		}

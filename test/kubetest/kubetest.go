@@ -31,7 +31,6 @@
 package kubetest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -42,11 +41,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -54,6 +51,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 // AdminUser is the user name of the admin client certificate (group system:masters).
@@ -82,8 +81,8 @@ type Cluster struct {
 	apiserverArgs []string
 
 	mu        sync.Mutex
-	etcd      *process
-	apiserver *process
+	etcd      *testkit.Proc
+	apiserver *testkit.Proc
 }
 
 // Start builds or reuses the binaries, starts etcd and kube-apiserver on free loopback ports and
@@ -97,7 +96,7 @@ func Start(t testing.TB) *Cluster {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("kube-apiserver log (last lines):\n%s", tail(c.logPath("kube-apiserver"), logTailLines))
+			t.Logf("kube-apiserver log (last lines):\n%s", testkit.Tail(c.logPath("kube-apiserver"), logTailLines))
 		}
 		if err := c.stop(); err != nil {
 			t.Errorf("stop cluster: %v", err)
@@ -259,7 +258,7 @@ func (c *Cluster) StopAPIServer(t testing.TB) {
 	if c.apiserver == nil {
 		t.Fatal("stop kube-apiserver: not running")
 	}
-	err := c.apiserver.kill()
+	err := c.apiserver.Kill()
 	c.apiserver = nil
 	if err != nil {
 		t.Fatal(err)
@@ -285,7 +284,7 @@ func (c *Cluster) startAPIServer() error {
 		return err
 	}
 	if err := c.waitAPIServer(p); err != nil {
-		return errors.Join(err, p.kill())
+		return errors.Join(err, p.Kill())
 	}
 	c.apiserver = p
 	return nil
@@ -370,11 +369,11 @@ func (c *Cluster) stop() error {
 	defer c.mu.Unlock()
 	var errs []error
 	if c.apiserver != nil {
-		errs = append(errs, c.apiserver.kill())
+		errs = append(errs, c.apiserver.Kill())
 		c.apiserver = nil
 	}
 	if c.etcd != nil {
-		errs = append(errs, c.etcd.stop())
+		errs = append(errs, c.etcd.Stop(stopTimeout))
 		c.etcd = nil
 	}
 	if c.Dir != "" {
@@ -396,8 +395,8 @@ func (c *Cluster) waitEtcd(url string) error {
 				return nil
 			}
 		}
-		if c.etcd.exited() || time.Now().After(deadline) {
-			return fmt.Errorf("etcd not healthy at %s (%s); etcd log:\n%s", url, c.etcd.state(), tail(c.logPath("etcd"), logTailLines))
+		if c.etcd.Exited() || time.Now().After(deadline) {
+			return fmt.Errorf("etcd not healthy at %s (%s); etcd log:\n%s", url, c.etcd.State(), testkit.Tail(c.logPath("etcd"), logTailLines))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -405,7 +404,7 @@ func (c *Cluster) waitEtcd(url string) error {
 
 // waitAPIServer waits for /readyz and for namespace "default": /readyz can pass before the
 // apiserver's own bootstrap controller has created it.
-func (c *Cluster) waitAPIServer(p *process) error {
+func (c *Cluster) waitAPIServer(p *testkit.Proc) error {
 	tlsConfig, err := rest.TLSConfigFor(c.admin)
 	if err != nil {
 		return fmt.Errorf("build admin TLS config: %w", err)
@@ -415,9 +414,9 @@ func (c *Cluster) waitAPIServer(p *process) error {
 	deadline := time.Now().Add(apiserverReadyTimeout)
 	for _, path := range []string{"/readyz", "/api/v1/namespaces/default"} {
 		for !answersOK(client, c.Server+path) {
-			if p.exited() || time.Now().After(deadline) {
+			if p.Exited() || time.Now().After(deadline) {
 				return fmt.Errorf("kube-apiserver not ready at %s%s (%s); kube-apiserver log:\n%s\netcd log:\n%s",
-					c.Server, path, p.state(), tail(c.logPath("kube-apiserver"), logTailLines), tail(c.logPath("etcd"), logTailLines))
+					c.Server, path, p.State(), testkit.Tail(c.logPath("kube-apiserver"), logTailLines), testkit.Tail(c.logPath("etcd"), logTailLines))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -455,7 +454,7 @@ func binaries() (string, error) {
 	cmd := exec.Command(script)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("run %s: %w; last output:\n%s", script, err, lastLines(stderr.String(), logTailLines))
+		return "", fmt.Errorf("run %s: %w; last output:\n%s", script, err, testkit.LastLines(stderr.String(), logTailLines))
 	}
 	dir := strings.TrimSpace(stdout.String())
 	for _, name := range []string{"etcd", "kube-apiserver", "kubectl"} {
@@ -486,110 +485,14 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// process is a child started and waited for on one locked OS thread: Pdeathsig fires when the
-// *thread* that forked the child dies, and Go ends threads whose goroutine exits while locked
-// (namespace-switching test code does that on purpose), which would kill etcd mid-test. The
-// thread stays until the child is reaped, so the child dies only with the test binary.
-type process struct {
-	name string
-	proc *os.Process
-	done chan struct{}
-	err  error // exit status, valid once done is closed
-}
-
-func startProcess(bin, logPath string, args ...string) (*process, error) {
-	p := &process{name: filepath.Base(bin), done: make(chan struct{})}
+// startProcess starts a daemon of the cluster with its output appended to logPath.
+func startProcess(bin, logPath string, args ...string) (*testkit.Proc, error) {
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open log of %s: %w", p.name, err)
+		return nil, fmt.Errorf("open log of %s: %w", filepath.Base(bin), err)
 	}
 	defer func() { _ = logFile.Close() }()
-	started := make(chan error)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		cmd := exec.Command(bin, args...)
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		// Own process group: a ^C at the terminal reaches only the test binary, whose death
-		// then ends the child through Pdeathsig.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			started <- fmt.Errorf("start %s: %w", p.name, err)
-			return
-		}
-		p.proc = cmd.Process
-		started <- nil
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *process) state() string {
-	if p.exited() {
-		return fmt.Sprintf("%s exited: %v", p.name, p.err)
-	}
-	return fmt.Sprintf("%s still running as pid %d", p.name, p.proc.Pid)
-}
-
-// stop sends SIGTERM to the child, and SIGKILL if it has not exited after stopTimeout.
-// os.Process signals through a pidfd, so a child that was already reaped is never confused
-// with a new process that got its PID.
-func (p *process) stop() error {
-	if err := p.proc.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("signal %s (pid %d): %w", p.name, p.proc.Pid, err)
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(stopTimeout):
-	}
-	if err := p.proc.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("kill %s (pid %d): %w", p.name, p.proc.Pid, err)
-	}
-	<-p.done
-	return fmt.Errorf("stop %s (pid %d): killed after %s without exiting on SIGTERM", p.name, p.proc.Pid, stopTimeout)
-}
-
-// kill ends the child with SIGKILL and waits until it is reaped.
-func (p *process) kill() error {
-	if err := p.proc.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("kill %s (pid %d): %w", p.name, p.proc.Pid, err)
-	}
-	<-p.done
-	return nil
-}
-
-// tail returns the last n lines of a log file, or why it cannot.
-func tail(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(read %s: %v)", path, err)
-	}
-	return lastLines(string(data), n)
-}
-
-func lastLines(s string, n int) string {
-	var lines []string
-	sc := bufio.NewScanner(strings.NewReader(s))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	return testkit.Start(cmd)
 }

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/calico-prep/calico-prep/internal/netnstest"
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 var kube Shared
@@ -333,12 +334,12 @@ func TestRelayInto(t *testing.T) {
 func TestAPIServerOutage(t *testing.T) {
 	var (
 		dir   string
-		procs []*process
+		procs []*testkit.Proc
 	)
 	t.Run("restart", func(t *testing.T) {
 		c := Start(t)
 		dir = c.Dir
-		procs = []*process{c.etcd, c.apiserver}
+		procs = []*testkit.Proc{c.etcd, c.apiserver}
 		cs := c.Client(t)
 		ctx := t.Context()
 		name := uniqueName(t)
@@ -358,8 +359,8 @@ func TestAPIServerOutage(t *testing.T) {
 		if !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Fatalf("get node while the apiserver is stopped: error %v, want connection refused", err)
 		}
-		if c.etcd.exited() {
-			t.Fatalf("etcd stopped with the apiserver: %s", c.etcd.state())
+		if c.etcd.Exited() {
+			t.Fatalf("etcd stopped with the apiserver: %s", c.etcd.State())
 		}
 
 		c.StartAPIServer(t)
@@ -369,8 +370,8 @@ func TestAPIServerOutage(t *testing.T) {
 	})
 
 	for _, p := range procs {
-		if !p.exited() {
-			t.Errorf("%s still running after cleanup", p.state())
+		if !p.Exited() {
+			t.Errorf("%s still running after cleanup", p.State())
 		}
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {

@@ -173,8 +173,8 @@ func (n *Node) WaitBusName(ctx context.Context, name string) error {
 func (n *Node) PID(name string) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if d := n.daemons[name]; d != nil && !d.exited() {
-		return d.pid
+	if d := n.daemons[name]; d != nil && !d.Exited() {
+		return d.Pid
 	}
 	return 0
 }
@@ -186,8 +186,8 @@ func (n *Node) startDaemon(name string, argv ...string) (*daemon, error) {
 	if downed {
 		return nil, fmt.Errorf("start %s: node %s is down", name, n.Name)
 	}
-	if running != nil && !running.exited() {
-		return nil, fmt.Errorf("start %s: already running as pid %d", name, running.pid)
+	if running != nil && !running.Exited() {
+		return nil, fmt.Errorf("start %s: already running as pid %d", name, running.Pid)
 	}
 	d, err := n.launch(name, argv...)
 	if err != nil {
@@ -203,7 +203,7 @@ func (n *Node) stopNamed(ctx context.Context, name string, sig syscall.Signal) e
 	n.mu.Lock()
 	d := n.daemons[name]
 	n.mu.Unlock()
-	if d == nil || d.exited() {
+	if d == nil || d.Exited() {
 		return nil
 	}
 	if err := n.stop(ctx, d, sig, stopGrace); err != nil {
@@ -229,7 +229,7 @@ func (n *Node) stopNamed(ctx context.Context, name string, sig syscall.Signal) e
 // waitFor polls cond until it holds, the daemon ends or ctx is done.
 func (n *Node) waitFor(ctx context.Context, d *daemon, what string, cond func(context.Context) (bool, error)) error {
 	for {
-		if d.exited() {
+		if d.Exited() {
 			return fmt.Errorf("wait for %s: %w", what, n.exitError(d))
 		}
 		ok, err := cond(ctx)
@@ -241,8 +241,8 @@ func (n *Node) waitFor(ctx context.Context, d *daemon, what string, cond func(co
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for %s: %w; tail of %s:\n%s", what, ctx.Err(), n.logPath(d.name), n.LogTail(d.name, 20))
-		case <-d.done:
+			return fmt.Errorf("wait for %s: %w; tail of %s:\n%s", what, ctx.Err(), n.logPath(d.Name), n.LogTail(d.Name, 20))
+		case <-d.Done():
 		case <-time.After(pollEvery):
 		}
 	}
@@ -353,8 +353,8 @@ func (n *Node) Down(ctx context.Context) error {
 	// Helpers a daemon spawned are reparented when it exits: note them while it lives.
 	var roots []int
 	for _, d := range daemons {
-		if !d.exited() {
-			roots = append(roots, d.pid)
+		if !d.Exited() {
+			roots = append(roots, d.Pid)
 		}
 	}
 	var helpers []procEntry

@@ -45,23 +45,6 @@ func mustExec(t *testing.T, ctx context.Context, n *Node, name string, args ...s
 	return string(out)
 }
 
-// eventually polls cond until it returns "" or the deadline passes, then fails with its last
-// complaint.
-func eventually(t *testing.T, within time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", within, msg)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // childrenOf lists the live processes whose parent is pid, as "pid comm".
 func childrenOf(t *testing.T, pid int) []string {
 	t.Helper()

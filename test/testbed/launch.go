@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 // launcherRefused is the launcher's exit status when its namespace check fails.
@@ -52,24 +54,8 @@ check "$1"
 exec "$@"
 `
 
-// daemon is a process the node started; done closes once it has been reaped.
-type daemon struct {
-	name string
-	pid  int
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-}
-
-// exited reports whether the process has been reaped.
-func (d *daemon) exited() bool {
-	select {
-	case <-d.done:
-		return true
-	default:
-		return false
-	}
-}
+// daemon is a process the node started, under the name it is known by ("firewalld").
+type daemon = testkit.Proc
 
 // launch starts argv inside the node: a network namespace that is not the host's (checked
 // here and again by the launcher right before exec) and a private mount namespace.
@@ -121,17 +107,13 @@ func (n *Node) launch(name string, argv ...string) (*daemon, error) {
 		"DBUS_SYSTEM_BUS_ADDRESS=" + n.BusAddress,
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Own process group: a terminal's Ctrl-C reaches the CLI, which tears down in order.
-	// Pdeathsig: daemons die with a test binary that crashes before its cleanup.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// In a process group of its own, a terminal's Ctrl-C reaches the CLI, which tears down in
+	// order; the daemon dies with a test binary that crashes before its cleanup.
+	d, err := testkit.Start(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	d := &daemon{name: name, pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		d.err = cmd.Wait()
-		close(d.done)
-	}()
+	d.Name = name
 	return d, nil
 }
 
@@ -154,14 +136,14 @@ func joinInodes(set map[uint64]bool) string {
 // exitError describes how a daemon ended, with the tail of its log.
 func (n *Node) exitError(d *daemon) error {
 	var ee *exec.ExitError
-	if errors.As(d.err, &ee) && ee.ExitCode() == launcherRefused {
-		return fmt.Errorf("%s: %w:\n%s", d.name, ErrHostNetNS, n.LogTail(d.name, 20))
+	if errors.As(d.Err(), &ee) && ee.ExitCode() == launcherRefused {
+		return fmt.Errorf("%s: %w:\n%s", d.Name, ErrHostNetNS, n.LogTail(d.Name, 20))
 	}
 	status := "exited"
-	if d.err != nil {
-		status = d.err.Error()
+	if d.Err() != nil {
+		status = d.Err().Error()
 	}
-	return fmt.Errorf("%s (pid %d) ended early (%s); tail of %s:\n%s", d.name, d.pid, status, n.logPath(d.name), n.LogTail(d.name, 20))
+	return fmt.Errorf("%s (pid %d) ended early (%s); tail of %s:\n%s", d.Name, d.Pid, status, n.logPath(d.Name), n.LogTail(d.Name, 20))
 }
 
 // signal sends sig to a daemon after checking that the process is still unreaped (so its PID
@@ -170,25 +152,22 @@ func (n *Node) exitError(d *daemon) error {
 func (n *Node) signal(d *daemon, sig syscall.Signal) error {
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		if d.exited() {
+		if d.Exited() {
 			return nil
 		}
-		ino, err := pidNetNS(d.pid)
+		ino, err := pidNetNS(d.Pid)
 		if err == nil && ino == n.netnsIno {
 			break
 		}
 		if time.Now().After(deadline) {
 			if err != nil {
-				return fmt.Errorf("not signalling %s (pid %d): cannot read its network namespace: %w", d.name, d.pid, err)
+				return fmt.Errorf("not signalling %s (pid %d): cannot read its network namespace: %w", d.Name, d.Pid, err)
 			}
-			return fmt.Errorf("not signalling %s (pid %d): it is in net:[%d], not the node's network namespace net:[%d]", d.name, d.pid, ino, n.netnsIno)
+			return fmt.Errorf("not signalling %s (pid %d): it is in net:[%d], not the node's network namespace net:[%d]", d.Name, d.Pid, ino, n.netnsIno)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := d.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("signal %s (pid %d): %w", d.name, d.pid, err)
-	}
-	return nil
+	return d.Signal(sig)
 }
 
 // stop ends a daemon with sig, escalating to SIGKILL when it outlives grace or ctx, and
@@ -201,21 +180,21 @@ func (n *Node) stop(ctx context.Context, d *daemon, sig syscall.Signal, grace ti
 	defer timer.Stop()
 	var late error
 	select {
-	case <-d.done:
+	case <-d.Done():
 		return nil
 	case <-timer.C:
-		late = fmt.Errorf("stop %s (pid %d): still running %s after %s", d.name, d.pid, grace, sig)
+		late = fmt.Errorf("stop %s (pid %d): still running %s after %s", d.Name, d.Pid, grace, sig)
 	case <-ctx.Done():
-		late = fmt.Errorf("stop %s (pid %d): %w", d.name, d.pid, ctx.Err())
+		late = fmt.Errorf("stop %s (pid %d): %w", d.Name, d.Pid, ctx.Err())
 	}
 	if err := n.signal(d, syscall.SIGKILL); err != nil {
 		return errors.Join(late, err)
 	}
 	select {
-	case <-d.done:
+	case <-d.Done():
 		return late
 	case <-time.After(10 * time.Second):
-		return errors.Join(late, fmt.Errorf("stop %s (pid %d): not reaped after SIGKILL", d.name, d.pid))
+		return errors.Join(late, fmt.Errorf("stop %s (pid %d): not reaped after SIGKILL", d.Name, d.Pid))
 	}
 }
 
@@ -297,9 +276,5 @@ func (n *Node) LogTail(name string, lines int) string {
 	if err != nil {
 		return fmt.Sprintf("(read log: %v)", err)
 	}
-	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
+	return testkit.LastLines(string(b), lines)
 }

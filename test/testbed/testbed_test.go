@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 func TestOptionsDefaultsAndValidation(t *testing.T) {
@@ -203,7 +205,7 @@ func TestNetworkManagerManagesThenUnmanages(t *testing.T) {
 	if err := conn.Object(nmBusName, dev).CallWithContext(ctx, "org.freedesktop.DBus.Properties.Set", 0, nmDeviceIface, "Managed", dbus.MakeVariant(false)).Err; err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() string {
+	testkit.Eventually(t, 10*time.Second, func() string {
 		st, err := n.deviceState(ctx, CaliVeth)
 		if err != nil || st != nmStateUnmanaged {
 			return "cali veth state " + fmtState(st, err) + ", want 10"
@@ -272,7 +274,7 @@ func TestAddCaliVethIsSeenByNetworkManager(t *testing.T) {
 	if err := n.AddCaliVeth(ctx, "cali1111111111a"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() string {
+	testkit.Eventually(t, 10*time.Second, func() string {
 		st, err := n.deviceState(ctx, "cali1111111111a")
 		if err != nil || st == nmStateUnknown || st == nmStateUnmanaged {
 			return "new veth state " + fmtState(st, err)
