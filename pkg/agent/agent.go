@@ -185,6 +185,7 @@ func (a *Agent) Once(ctx context.Context) (check.Report, error) {
 }
 
 func (a *Agent) pass(ctx context.Context) {
+	ctx = check.StartPass(ctx) // the report published after the pass reads what the pass read
 	mode := check.Reconcile
 	if a.cfg.DryRun {
 		mode = check.DryRun

@@ -38,8 +38,9 @@ type Host struct {
 	fw    *firewalld.Client // nil while there is no system bus or firewalld is off
 	nm    *networkmanager.Client
 
-	// snap holds one netlink snapshot per pass, shared by every check that reads links.
-	snap snapshotCache
+	// snap holds one netlink snapshot per pass, shared by every check that reads links and
+	// by the report of the pass.
+	snap check.PassCache[host.Snapshot]
 
 	mu          sync.Mutex
 	internalIPs []netip.Addr // the Node's InternalIPs from the watch; cfg.NodeInternalIPs without a cluster
@@ -59,7 +60,6 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Host, erro
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
 	h := &Host{cfg: cfg, log: log, links: lc, internalIPs: cfg.NodeInternalIPs}
-	h.snap.read = lc.Snapshot
 	h.kernel = kernel.Checks(kernel.FS{Root: cfg.HostRoot}, kernel.Requirements{
 		Encapsulation: string(cfg.Encapsulation), WireGuard: cfg.WireGuard, IPv6: cfg.PodCIDRv6.IsValid(),
 	})
@@ -156,12 +156,13 @@ func (h *Host) SetInternalIPs(ips []netip.Addr) bool {
 	return true
 }
 
-// Pass runs every check once in mode and returns the report.
+// Pass runs every check once in mode and returns the report. The pass is ctx's when it carries
+// one (check.StartPass), so that a report built after it reads the same network.
 func (h *Host) Pass(ctx context.Context, runner check.Runner) check.Report {
 	h.mu.Lock()
 	checks := h.checks
 	h.mu.Unlock()
-	h.snap.reset()
+	ctx = check.StartPass(ctx)
 	protected := h.protectedInterfaces(ctx)
 	h.protected.Store(&protected)
 	return runner.Run(ctx, checks)
@@ -171,7 +172,7 @@ func (h *Host) Pass(ctx context.Context, runner check.Runner) check.Report {
 // the node IP. When that is unknown, every non-Calico interface with an address, so that an
 // extra pattern such as en* can never take the node off its network.
 func (h *Host) protectedInterfaces(ctx context.Context) []string {
-	snap, err := h.snap.get(ctx)
+	snap, err := h.snapshot(ctx)
 	if err != nil {
 		return nil // no snapshot, no device checks either: they read the same netlink
 	}
@@ -194,11 +195,11 @@ func (h *Host) buildChecks() []check.Check {
 	cfg := h.cfg
 	checks := slices.Clone(h.kernel)
 	for _, fam := range h.families() {
-		checks = append(checks, autodetect.NewCheck(fam.method, fam.family, h.snap.get, h.env))
+		checks = append(checks, autodetect.NewCheck(fam.method, fam.family, h.snapshot, h.env))
 	}
 	checks = append(checks, cidr.Checks(cidr.Input{
 		Pools: h.pools(), ServiceCIDRs: cfg.ServiceCIDRs, KubeadmSubnets: cfg.KubeadmSubnets,
-	}, h.snap.get)...)
+	}, h.snapshot)...)
 	checks = append(checks, links.Checks(h.links, links.Config{
 		Encapsulation: string(cfg.Encapsulation),
 		WireGuard:     cfg.WireGuard,
@@ -208,7 +209,7 @@ func (h *Host) buildChecks() []check.Check {
 			res, err := h.detect(ctx, snap)
 			return res.Interface, err
 		},
-		Snapshot: h.snap.get,
+		Snapshot: h.snapshot,
 	})...)
 	checks = append(checks, networkmanager.Checks(h.nm, networkmanager.Options{
 		Mode:          cfg.NetworkManager,
@@ -264,7 +265,7 @@ func (h *Host) detect(ctx context.Context, snap host.Snapshot) (autodetect.Resul
 
 // nodeInterface is the interface carrying the node IP: its firewalld zone receives the rules.
 func (h *Host) nodeInterface(ctx context.Context) (string, error) {
-	snap, err := h.snap.get(ctx)
+	snap, err := h.snapshot(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -287,7 +288,7 @@ func (h *Host) Report(ctx context.Context, rep check.Report) report.Node {
 	var n report.Node
 	n.FromChecks(rep)
 	n.Pools = h.pools()
-	if snap, err := h.snap.get(ctx); err == nil {
+	if snap, err := h.snapshot(ctx); err == nil {
 		n.Host = report.HostOf(snap)
 		for _, fam := range h.families() {
 			if res, err := autodetect.Detect(ctx, fam.method, fam.family, snap.Interfaces, h.env(ctx)); err == nil {
@@ -333,28 +334,7 @@ func firewalldOptions(cfg config.Config, nodeInterface func(context.Context) (st
 	}
 }
 
-// snapshotCache reads the network once per pass.
-type snapshotCache struct {
-	read func(context.Context) (host.Snapshot, error)
-	mu   sync.Mutex
-	snap *host.Snapshot
-}
-
-func (s *snapshotCache) reset() {
-	s.mu.Lock()
-	s.snap = nil
-	s.mu.Unlock()
-}
-
-func (s *snapshotCache) get(ctx context.Context) (host.Snapshot, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.snap == nil {
-		snap, err := s.read(ctx)
-		if err != nil {
-			return host.Snapshot{}, err
-		}
-		s.snap = &snap
-	}
-	return *s.snap, nil
+// snapshot is the network as this pass (ctx's) sees it, read once.
+func (h *Host) snapshot(ctx context.Context) (host.Snapshot, error) {
+	return h.snap.Get(ctx, h.links.Snapshot)
 }

@@ -189,24 +189,34 @@ func TestPassCache(t *testing.T) {
 		t.Fatalf("values over two passes = %v, want %v", seen, want)
 	}
 
+	// Two runs in one pass that the caller started share it.
+	seen = nil
+	ctx := StartPass(context.Background())
+	r.Run(ctx, checks[:1])
+	r.Run(ctx, checks[1:])
+	get(ctx)
+	if want := []int{3, 3, 3, 3}; !reflect.DeepEqual(seen, want) {
+		t.Fatalf("values of runs in one started pass = %v, want %v", seen, want)
+	}
+
 	seen = nil
 	forget := Check{Name: "a/forget", Verify: func(ctx context.Context) Result { cache.Forget(); return Passed("") }}
 	r.Run(context.Background(), []Check{checks[0], forget, checks[1]})
-	if want := []int{3, 4}; !reflect.DeepEqual(seen, want) {
+	if want := []int{4, 5}; !reflect.DeepEqual(seen, want) {
 		t.Fatalf("values around a Forget = %v, want %v", seen, want)
 	}
 
 	fail = true
 	rep := r.Run(context.Background(), checks[:2])
 	fail = false
-	if rep.Ready || reads != 6 {
-		t.Fatalf("a failed read: ready %v, reads %d; want not ready and each check reading (6)", rep.Ready, reads)
+	if rep.Ready || reads != 7 {
+		t.Fatalf("a failed read: ready %v, reads %d; want not ready and each check reading (7)", rep.Ready, reads)
 	}
 
 	seen = nil
 	get(context.Background())
 	get(context.Background())
-	if want := []int{7, 8}; !reflect.DeepEqual(seen, want) {
+	if want := []int{8, 9}; !reflect.DeepEqual(seen, want) {
 		t.Fatalf("values outside a pass = %v, want %v", seen, want)
 	}
 }

@@ -12,8 +12,13 @@ type pass struct{ _ byte }
 
 type passKey struct{}
 
-// withPass returns ctx carrying a new pass.
-func withPass(ctx context.Context) context.Context {
+// StartPass returns ctx carrying a pass: the one it carries already, or a new one. Runner.Run
+// starts one; a caller that reads through PassCaches before or after the run (the node report
+// after the pass it describes) starts the pass itself and hands the same ctx to all of them.
+func StartPass(ctx context.Context) context.Context {
+	if _, ok := ctx.Value(passKey{}).(*pass); ok {
+		return ctx
+	}
 	return context.WithValue(ctx, passKey{}, &pass{})
 }
 
