@@ -3,6 +3,7 @@ package links
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -206,47 +207,43 @@ func vethCheck(snapshot func(context.Context) (host.Snapshot, error), cfg Config
 		if err != nil {
 			return check.Errored(err)
 		}
-		return settle(verifyCaliVeths(snap), downSince, now())
+		total, down := caliVeths(snap)
+		res := verifyCaliVeths(total, down)
+		if wait := settle(down, downSince, now()); wait > 0 {
+			settling := check.Passed("%d cali* veths are coming up (%s); checking again in %v", len(down), strings.Join(down, ","), wait.Round(time.Millisecond))
+			settling.Facts, settling.RecheckIn = res.Facts, wait
+			return settling
+		}
+		return res
 	}}
 }
 
-// settle passes a VethDown result while every down veth has been down for less than
-// vethSettle, asking for a recheck when that time is up.
-func settle(res check.Result, downSince map[string]time.Time, now time.Time) check.Result {
-	down := map[string]bool{}
-	if res.Reason == "VethDown" {
-		for name := range strings.SplitSeq(res.Facts["down"], ",") {
-			down[name] = true
-		}
-	}
-	var wait time.Duration
+// settle records when each down veth was first seen down and returns how long the longest
+// newcomer still has to come up: while that is above 0, the check passes and asks for a
+// recheck then.
+func settle(down []string, downSince map[string]time.Time, now time.Time) time.Duration {
 	for name := range downSince {
-		if !down[name] {
+		if !slices.Contains(down, name) {
 			delete(downSince, name)
 		}
 	}
-	for name := range down {
+	var wait time.Duration
+	for _, name := range down {
 		since, ok := downSince[name]
 		if !ok {
 			since, downSince[name] = now, now
 		}
 		wait = max(wait, vethSettle-now.Sub(since))
 	}
-	if wait <= 0 || len(down) == 0 {
-		return res
-	}
-	settling := check.Passed("%d cali* veths are coming up (%s); checking again in %v", len(down), res.Facts["down"], wait.Round(time.Millisecond))
-	settling.Facts, settling.RecheckIn = res.Facts, wait
-	return settling
+	return wait
 }
 
 // maxNamed bounds how many down veths a message names; the facts list them all.
 const maxNamed = 5
 
-// verifyCaliVeths checks the host ends of the pods' veths, which Calico's CNI plugin names cali*.
-func verifyCaliVeths(snap host.Snapshot) check.Result {
-	var total int
-	var down []string
+// caliVeths counts the host ends of the pods' veths, which Calico's CNI plugin names cali*,
+// and names those that are down.
+func caliVeths(snap host.Snapshot) (total int, down []string) {
 	for _, i := range snap.Interfaces {
 		if i.Type != "veth" || !strings.HasPrefix(i.Name, "cali") {
 			continue
@@ -256,6 +253,11 @@ func verifyCaliVeths(snap host.Snapshot) check.Result {
 			down = append(down, i.Name)
 		}
 	}
+	return total, down
+}
+
+// verifyCaliVeths judges the cali* veths caliVeths found.
+func verifyCaliVeths(total int, down []string) check.Result {
 	if total == 0 {
 		return check.Skipped("NoCaliVeths", "no cali* veths exist: no pod on this node uses Calico networking yet")
 	}

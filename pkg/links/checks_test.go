@@ -228,15 +228,17 @@ func TestCaliVethCheck(t *testing.T) {
 	t.Run("a veth that comes up in time never fails", func(t *testing.T) {
 		down := map[string]time.Time{}
 		t0 := time.Unix(1_800_000_000, 0)
-		res := check.Failed("VethDown", "x").With("down", "cali1")
-		if got := settle(res, down, t0); got.Status != check.Pass {
-			t.Fatalf("first sight: %v", got.Status)
+		if wait := settle([]string{"cali1"}, down, t0); wait != vethSettle {
+			t.Fatalf("first sight: wait %v, want %v", wait, vethSettle)
 		}
-		if got := settle(check.Passed("up"), down, t0.Add(time.Second)); got.Status != check.Pass || len(down) != 0 {
-			t.Fatalf("after it came up: %v, remembered %v", got.Status, down)
+		if wait := settle(nil, down, t0.Add(time.Second)); wait != 0 || len(down) != 0 {
+			t.Fatalf("after it came up: wait %v, remembered %v", wait, down)
 		}
-		if got := settle(res, down, t0.Add(3*time.Second)); got.Status != check.Pass {
-			t.Fatalf("down again later starts a new settle time: %v", got.Status)
+		if wait := settle([]string{"cali1"}, down, t0.Add(3*time.Second)); wait != vethSettle {
+			t.Fatalf("down again later starts a new settle time: wait %v", wait)
+		}
+		if wait := settle([]string{"cali1"}, down, t0.Add(3*time.Second+vethSettle)); wait > 0 {
+			t.Fatalf("down for the whole settle time: wait %v, want it to count", wait)
 		}
 	})
 
@@ -249,7 +251,7 @@ func TestCaliVethCheck(t *testing.T) {
 			snap.Interfaces = append(snap.Interfaces, host.Interface{Index: i + 2, Name: name, Type: "veth"})
 		}
 		want{status: check.Fail, reason: "VethDown", facts: map[string]string{"down": strings.Join(all, ",")},
-			says: []string{"7 of 7", all[4] + " and 2 more"}}.verify(t, verifyCaliVeths(snap))
+			says: []string{"7 of 7", all[4] + " and 2 more"}}.verify(t, verifyCaliVeths(caliVeths(snap)))
 	})
 }
 
