@@ -112,9 +112,7 @@ func (c *Client) watchOnce(ctx context.Context, rv *string, ch chan Node) (progr
 			c.view.forget()
 			progressed = true
 		case "BOOKMARK":
-			var m struct {
-				Metadata objectMeta `json:"metadata"`
-			}
+			var m nodeObject // a bookmark is a Node with only its resource version
 			if json.Unmarshal(ev.Object, &m) == nil {
 				*rv = m.Metadata.ResourceVersion
 				progressed = true
