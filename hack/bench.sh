@@ -15,17 +15,14 @@
 #        hack/bench.sh e2e          only the agent's figures
 # Each run's raw output stays in $BENCH_OUT (default: a new directory under /tmp), printed at
 # the end.
-set -euo pipefail
-# Go 1.27.3 (from the Go module proxy) fixes vulnerabilities in 1.26's standard library; see README.
-export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
-[[ $GOTOOLCHAIN == local ]] && export GOTOOLCHAIN=go1.27.3
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "the benchmarks need root: they build network namespaces and run firewalld and NetworkManager inside them" >&2
   exit 1
 fi
-export PATH=/usr/local/go/bin:$PATH
 idle=${BENCH_IDLE:-10m}
 out=${BENCH_OUT:-$(mktemp -d /tmp/calico-prep-bench.XXXXXX)}
 mkdir -p "$out"

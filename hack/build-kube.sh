@@ -2,10 +2,8 @@
 # Builds etcd, kube-apiserver and kubectl from the Go module proxy (no release downloads are
 # reachable here) into a cache outside the work tree, keyed by version. A warm cache returns at once.
 # Usage: hack/build-kube.sh            prints the directory holding the three binaries
-set -euo pipefail
-# Go 1.27.3 (from the Go module proxy) fixes vulnerabilities in 1.26's standard library; see README.
-export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
-[[ $GOTOOLCHAIN == local ]] && export GOTOOLCHAIN=go1.27.3
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 cache=${CALICO_PREP_CACHE:-/var/cache/calico-prep}
@@ -45,9 +43,9 @@ tool (
 MOD
 # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local paths;
 # as a dependency those replaces do not apply, so point each at its published v0.Y.Z.
-for m in $(awk '/=> .\/staging\/src\// {print $1}' "$modfile"); do
+while read -r m; do
   echo "replace $m => $m $staging_version" >> go.mod
-done
+done < <(awk '/=> .\/staging\/src\// {print $1}' "$modfile")
 mkdir -p etcd
 cat > etcd/main.go <<'GO'
 // Command etcd is etcd's server entry point, built here at the version Kubernetes pins.

@@ -2,15 +2,13 @@
 # The demo (make demo): a sandboxed node like the seed guide's, before and after the agent's
 # full job. Needs root; installs missing Debian packages first (nothing starts on the host).
 # The API server part runs when its binaries are cached; KUBE=1 builds them first (minutes, once).
-set -euo pipefail
-export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
-[[ $GOTOOLCHAIN == local ]] && export GOTOOLCHAIN=go1.27.3
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 if [[ $(id -u) -ne 0 ]]; then
   echo "the demo needs root: it builds a network namespace and runs firewalld and NetworkManager inside it" >&2
   exit 1
 fi
-export PATH=/usr/local/go/bin:$PATH
 hack/install-deps.sh
 cache=${CALICO_PREP_CACHE:-/var/cache/calico-prep}
 if [[ ${KUBE:-} == 1 ]]; then

@@ -5,10 +5,8 @@
 # input is written by go test to the package's testdata/fuzz/FuzzXxx/ and should be committed as a
 # regression case together with the fix.
 # Usage: hack/fuzz.sh [REGEXP]   only targets whose name matches REGEXP
-set -euo pipefail
-# Go 1.27.3 (from the Go module proxy) fixes vulnerabilities in 1.26's standard library; see README.
-export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
-[[ $GOTOOLCHAIN == local ]] && export GOTOOLCHAIN=go1.27.3
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 fuzztime=${FUZZTIME:-10s}

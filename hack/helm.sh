@@ -6,7 +6,8 @@
 # completely; concurrent callers (test binaries of several packages) wait for one build.
 #
 # Usage: hack/helm.sh      prints the path of the helm binary
-set -euo pipefail
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 cache=${CALICO_PREP_CACHE:-/var/cache/calico-prep}/tools

@@ -4,17 +4,14 @@
 # the lint tools built from the Go module proxy into a cache), then runs formatting, vet, lint,
 # every test with the race detector (unit, network-namespace and real-component tests), short
 # fuzz runs of every parser and the vulnerability scan. Fails on the first failing step.
-set -euo pipefail
-# Go 1.27.3 (from the Go module proxy) fixes vulnerabilities in 1.26's standard library; see README.
-export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
-[[ $GOTOOLCHAIN == local ]] && export GOTOOLCHAIN=go1.27.3
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "the test suite needs root: it builds network namespaces and runs firewalld and NetworkManager inside them" >&2
   exit 1
 fi
-export PATH=/usr/local/go/bin:$PATH
 export CALICO_PREP_CACHE=${CALICO_PREP_CACHE:-/var/cache/calico-prep}
 
 declare -a summary=()
@@ -22,7 +19,10 @@ step() {
   local name=$1; shift
   local start=$SECONDS
   echo "==> $name"
-  "$@"
+  if ! "$@"; then
+    echo "==> step \"$name\" failed after $((SECONDS - start))s: $*" >&2
+    exit 1
+  fi
   summary+=("$(printf '%-28s %4ds' "$name" $((SECONDS - start)))")
 }
 
@@ -30,7 +30,19 @@ step "install Debian packages" hack/install-deps.sh
 step "build kube-apiserver/etcd" hack/build-kube.sh
 step "build lint tools" hack/tools.sh
 step "build helm" hack/helm.sh
-step "gofmt" bash -c 'out=$(gofmt -l $(git ls-files "*.go" 2>/dev/null || find . -name "*.go")); [[ -z $out ]] || { echo "gofmt would change:"; echo "$out"; exit 1; }'
+gofmt_clean() {
+  local files out
+  mapfile -t files < <(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
+  out=$(gofmt -l "${files[@]}")
+  if [[ -n $out ]]; then
+    echo "gofmt would change:"
+    echo "$out"
+    return 1
+  fi
+}
+
+step "shellcheck" shellcheck hack/*.sh .ci/run
+step "gofmt" gofmt_clean
 step "go vet" go vet ./...
 step "golangci-lint" hack/lint.sh
 step "go test -race" go test -race -count=1 -timeout 40m ./...

@@ -14,10 +14,8 @@
 # Usage: hack/tools.sh            build or fetch everything that is missing; prints nothing
 #        hack/tools.sh NAME...    the same for NAME; prints the path of each (binary, or database dir)
 #        NAME: golangci-lint, govulncheck, vulndb
-set -euo pipefail
-# Go 1.27.3 (from the Go module proxy) fixes vulnerabilities in 1.26's standard library; see README.
-export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
-[[ $GOTOOLCHAIN == local ]] && export GOTOOLCHAIN=go1.27.3
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 GOLANGCI_LINT_VERSION=${GOLANGCI_LINT_VERSION:-v2.15.0}
 GOVULNCHECK_VERSION=${GOVULNCHECK_VERSION:-v1.9.0}

@@ -8,10 +8,8 @@
 # Usage: hack/vulncheck.sh [PACKAGES]            summary over PACKAGES (default ./...)
 #        hack/vulncheck.sh -FLAG... PACKAGES     govulncheck's own report, e.g. -show verbose ./...
 #        VULNDB=https://vuln.go.dev hack/vulncheck.sh   another database, where one is reachable
-set -euo pipefail
-# Go 1.27.3 (from the Go module proxy) fixes vulnerabilities in 1.26's standard library; see README.
-export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
-[[ $GOTOOLCHAIN == local ]] && export GOTOOLCHAIN=go1.27.3
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 govulncheck=$(hack/tools.sh govulncheck)
