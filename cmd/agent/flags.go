@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/calico-prep/calico-prep/pkg/agent"
 	"github.com/calico-prep/calico-prep/pkg/config"
 )
 
@@ -73,6 +74,9 @@ func (h hostFlags) parse(fs *flag.FlagSet, args []string, getenv func(string) st
 	}
 	cfg, err := h.load(getenv)
 	if err != nil {
+		return config.Config{}, usageError{err}
+	}
+	if err := agent.ValidateDisabled(cfg); err != nil {
 		return config.Config{}, usageError{err}
 	}
 	return cfg, nil

@@ -59,12 +59,26 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Host, erro
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
-	h := &Host{cfg: cfg, log: log, links: lc, internalIPs: cfg.NodeInternalIPs}
-	h.kernel = kernel.Checks(kernel.FS{Root: cfg.HostRoot}, kernel.Requirements{
-		Encapsulation: string(cfg.Encapsulation), WireGuard: cfg.WireGuard, IPv6: cfg.PodCIDRv6.IsValid(),
-	})
+	h := &Host{cfg: cfg, log: log, links: lc, internalIPs: cfg.NodeInternalIPs, kernel: kernelChecks(cfg)}
 	h.checks = h.buildChecks()
 	return h, nil
+}
+
+func kernelChecks(cfg config.Config) []check.Check {
+	return kernel.Checks(kernel.FS{Root: cfg.HostRoot}, kernel.Requirements{
+		Encapsulation: string(cfg.Encapsulation), WireGuard: cfg.WireGuard, IPv6: cfg.PodCIDRv6.IsValid(),
+	})
+}
+
+// ValidateDisabled rejects a --disable-checks entry that is neither an area nor the name of a
+// check this configuration runs, naming the entry and the valid areas. It builds the checks
+// without touching the host; firewalld and NetworkManager count as on, so that their checks can
+// be named on a host where they are off or absent.
+func ValidateDisabled(cfg config.Config) error {
+	probe := cfg
+	probe.Firewalld, probe.NetworkManager = config.ModeOn, config.ModeOn
+	h := &Host{cfg: probe, log: slog.New(slog.DiscardHandler), kernel: kernelChecks(probe)}
+	return cfg.DisableChecks.Validate("--disable-checks", h.buildChecks())
 }
 
 // Close releases every connection.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -132,6 +133,35 @@ func TestParseSelector(t *testing.T) {
 			}
 			if err != nil || !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("got %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestSelectorValidate(t *testing.T) {
+	checks := []Check{{Name: "kernel/version"}, {Name: "kernel/module/ipip"}, {Name: "links/tunl0"}}
+	tests := []struct {
+		in      Selector
+		wantErr string
+	}{
+		{in: nil},
+		{in: Selector{"kernel", "links/tunl0", "kernel/module/ipip"}},
+		{in: Selector{"links", "kernal"}, wantErr: `--disable-checks: unknown area or check "kernal": valid areas are kernel, links, or a check name such as "links/tunl0"`},
+		{in: Selector{"nonsense/x"}, wantErr: `--disable-checks: unknown area or check "nonsense/x": valid areas are kernel, links,`},
+		{in: Selector{"kernel/module/ipipp"}, wantErr: `--disable-checks: unknown check "kernel/module/ipipp": valid areas are kernel, links; the kernel checks of this configuration are kernel/version, kernel/module/ipip`},
+		// An area is a word of its own: "kern" is no prefix match.
+		{in: Selector{"kern"}, wantErr: `--disable-checks: unknown area or check "kern"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in.String(), func(t *testing.T) {
+			err := tt.in.Validate("--disable-checks", checks)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("unexpected error %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.wantErr)):
+				t.Fatalf("error %v, want prefix %q", err, tt.wantErr)
+			case err != nil && strings.Contains(err.Error(), "\n"):
+				t.Fatalf("error is not one line: %q", err)
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package check
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -88,6 +89,36 @@ func (s Selector) Matches(c Check) bool {
 		}
 	}
 	return false
+}
+
+// Validate returns an error naming field and the first item that selects none of checks, by
+// area or by name, with the areas there are (and, for a name in a known area, that area's checks).
+func (s Selector) Validate(field string, checks []Check) error {
+	var areas []string
+	for _, c := range checks {
+		if !slices.Contains(areas, c.Area()) {
+			areas = append(areas, c.Area())
+		}
+	}
+	for _, item := range s {
+		if slices.Contains(areas, item) || slices.ContainsFunc(checks, func(c Check) bool { return c.Name == item }) {
+			continue
+		}
+		area, _, _ := strings.Cut(item, "/")
+		if !slices.Contains(areas, area) {
+			return fmt.Errorf("%s: unknown area or check %q: valid areas are %s, or a check name such as %q",
+				field, item, strings.Join(areas, ", "), checks[len(checks)-1].Name)
+		}
+		var names []string
+		for _, c := range checks {
+			if c.Area() == area {
+				names = append(names, c.Name)
+			}
+		}
+		return fmt.Errorf("%s: unknown check %q: valid areas are %s; the %s checks of this configuration are %s",
+			field, item, strings.Join(areas, ", "), area, strings.Join(names, ", "))
+	}
+	return nil
 }
 
 // String returns the list as given.
