@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
@@ -125,12 +127,12 @@ func (f planFlags) options(fs *flag.FlagSet) (plan.Options, error) {
 	}
 	o.BGP = *f.bgp
 	if !given["bgp"] {
-		o.BGP = o.Encapsulation != config.EncapVXLAN
+		o.BGP = o.Encapsulation != calico.EncapVXLAN
 	}
 	switch {
-	case !o.BGP && o.Encapsulation == config.EncapIPIP:
+	case !o.BGP && o.Encapsulation == calico.EncapIPIP:
 		return o, errors.New("--bgp: false with --encapsulation ipip: IP-in-IP routes are distributed by BGP; use --encapsulation vxlan")
-	case !o.BGP && o.Encapsulation == config.EncapNone:
+	case !o.BGP && o.Encapsulation == calico.EncapNone:
 		return o, errors.New("--bgp: false with --encapsulation none: without encapsulation only BGP routes pod traffic")
 	}
 	o.WireGuard = *f.wireguard

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/backoff"
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/config"
@@ -19,7 +21,6 @@ import (
 	"github.com/calico-prep/calico-prep/pkg/metrics"
 	"github.com/calico-prep/calico-prep/pkg/networkmanager"
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
-	"github.com/calico-prep/calico-prep/pkg/report"
 )
 
 // ShutdownGrace is how long a pass in progress may go on after SIGTERM before it is abandoned.
@@ -380,8 +381,8 @@ func (a *Agent) countNodes(ctx context.Context) {
 	}
 	a.metrics.SetClusterNodes(n)
 	var advice []string
-	if n > report.TyphaThreshold && !a.cfg.Typha {
-		advice = append(advice, fmt.Sprintf("the cluster has more than %d nodes: Calico recommends Typha with %d replicas (and --typha here so 5473/tcp is opened)", report.TyphaThreshold, report.TyphaReplicas(n)))
+	if n > calico.TyphaThreshold && !a.cfg.Typha {
+		advice = append(advice, fmt.Sprintf("the cluster has more than %d nodes: Calico recommends Typha with %d replicas (and --typha here so %d/tcp is opened)", calico.TyphaThreshold, calico.TyphaReplicas(n), calico.TyphaPort))
 	}
 	a.mu.Lock()
 	a.advice = advice

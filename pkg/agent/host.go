@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/autodetect"
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/cidr"
@@ -319,7 +321,7 @@ func (h *Host) Report(ctx context.Context, rep check.Report) report.Node {
 		}
 		for k, v := range e.Facts {
 			// Workload veths come and go with pods; the report names only the tunnel devices.
-			if dev, ok := strings.CutPrefix(k, check.FactUnmanagedPrefix); ok && v == "true" && !strings.HasPrefix(dev, "cali") {
+			if dev, ok := strings.CutPrefix(k, check.FactUnmanagedPrefix); ok && v == "true" && !strings.HasPrefix(dev, calico.WorkloadPrefix) {
 				n.Unmanaged = append(n.Unmanaged, dev)
 			}
 		}

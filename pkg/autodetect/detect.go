@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/host"
 )
 
@@ -37,23 +39,11 @@ type Result struct {
 	Warnings []string `json:"warnings"`
 }
 
-// DefaultExclusions returns the interface-name regexes that calico-node's first-found and
-// skip-interface= never pick from (DEFAULT_INTERFACES_TO_EXCLUDE in calico-node). Matched
-// unanchored like every calico-node interface regex, so "^lo" also excludes lo1 and loop0.
-// Older calico-node releases lack ^podman.*, ^br-.* or ^nodelocaldns.*; this is the newest list.
-func DefaultExclusions() []string {
-	return []string{
-		`^docker.*`, `^cbr.*`, `^dummy.*`, `^podman.*`, `^virbr.*`, `^lxcbr.*`, `^veth.*`, `^lo`,
-		`^br-.*`, `^cali.*`, `^tunl.*`, `^flannel.*`, `^kube-ipvs.*`, `^cni.*`, `^vxlan\.calico.*`,
-		`^vxlan-v6\.calico.*`, `^wireguard\.cali.*`, `^wg-v6\.cali.*`, `^nodelocaldns.*`,
-	}
-}
-
 // defaultExclusionREs are the default exclusions compiled once (compiled regexes are
 // immutable); they name the matching exclusion in warnings and seed the name filters.
 var (
-	defaultExclusionREs    = mustCompileEach(DefaultExclusions())
-	defaultExclusionFilter = mustNameFilter(DefaultExclusions())
+	defaultExclusionREs    = mustCompileEach(calico.DefaultInterfaceExclusions())
+	defaultExclusionFilter = mustNameFilter(calico.DefaultInterfaceExclusions())
 )
 
 func mustCompileEach(regexes []string) []*regexp.Regexp {
@@ -224,7 +214,7 @@ func (d *detection) walkNames(include, extraExclude []string, cidrs []netip.Pref
 	case FirstFound:
 		d.exclude = defaultExclusionFilter
 	case SkipInterface:
-		if d.exclude, err = newNameFilter(append(DefaultExclusions(), extraExclude...), defaultExclusionREs); err != nil {
+		if d.exclude, err = newNameFilter(append(calico.DefaultInterfaceExclusions(), extraExclude...), defaultExclusionREs); err != nil {
 			return err
 		}
 	}

@@ -363,20 +363,6 @@ func TestDetectRejectsBadInput(t *testing.T) {
 	}
 }
 
-func TestDefaultExclusionsAreCalicoNodes(t *testing.T) {
-	// The list is part of the behaviour being reproduced; a reorder or edit must be deliberate.
-	want := `^docker.* ^cbr.* ^dummy.* ^podman.* ^virbr.* ^lxcbr.* ^veth.* ^lo ^br-.* ^cali.* ^tunl.* ^flannel.* ` +
-		`^kube-ipvs.* ^cni.* ^vxlan\.calico.* ^vxlan-v6\.calico.* ^wireguard\.cali.* ^wg-v6\.cali.* ^nodelocaldns.*`
-	if got := strings.Join(DefaultExclusions(), " "); got != want {
-		t.Errorf("DefaultExclusions() = %s\nwant %s", got, want)
-	}
-	d := DefaultExclusions()
-	d[0] = "changed"
-	if DefaultExclusions()[0] != `^docker.*` {
-		t.Error("DefaultExclusions returns shared state")
-	}
-}
-
 func TestResultJSON(t *testing.T) {
 	res, err := Detect(context.Background(), Method{Kind: FirstFound}, 4, []host.Interface{eth0}, Env{})
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/host"
 )
 
@@ -174,11 +176,11 @@ func reference(m Method, family int, ifaces []host.Interface, local netip.Addr, 
 	var cidrs []*net.IPNet
 	switch m.Kind {
 	case FirstFound:
-		excl = DefaultExclusions()
+		excl = calico.DefaultInterfaceExclusions()
 	case Interface:
 		incl = m.Args
 	case SkipInterface:
-		excl = append(DefaultExclusions(), m.Args...)
+		excl = append(calico.DefaultInterfaceExclusions(), m.Args...)
 	case CIDR:
 		for _, a := range m.Args {
 			_, n, err := net.ParseCIDR(a)

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+
+	"github.com/calico-prep/calico-prep/pkg/calico"
 )
 
 // Warnings are calico-prep's own: calico-node picks silently in each of these cases, and each
@@ -158,7 +160,7 @@ func (d *detection) warnDefaultExcluded() {
 	name := d.picked.iface.Name
 	for i, re := range defaultExclusionREs {
 		if re.MatchString(name) {
-			d.addf("the picked interface %s is one first-found never picks (it matches the default exclusion %q): a loopback, container, bridge or tunnel device", name, DefaultExclusions()[i])
+			d.addf("the picked interface %s is one first-found never picks (it matches the default exclusion %q): a loopback, container, bridge or tunnel device", name, calico.DefaultInterfaceExclusions()[i])
 			return
 		}
 	}

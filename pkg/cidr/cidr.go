@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/host"
 )
 
@@ -82,13 +84,7 @@ func (c Collision) String() string {
 // calicoInterface reports whether an interface is one Calico itself creates. Their addresses
 // (tunl0, vxlan.calico and wireguard.cali take one from the pool) and the routes through them
 // are Calico's own use of the pool, so a node stays ready once Calico runs.
-func calicoInterface(name string) bool {
-	switch name {
-	case "tunl0", "vxlan.calico", "vxlan-v6.calico", "wireguard.cali", "wg-v6.cali":
-		return true
-	}
-	return strings.HasPrefix(name, "cali")
-}
+func calicoInterface(name string) bool { return calico.IsInterface(name) }
 
 // calicoRouteProtocol reports whether a route protocol is one Calico installs its block routes
 // with: BIRD (rtproto 12, "bird") in BGP mode, Felix's 80 in VXLAN mode.

@@ -12,16 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/check"
-)
-
-// Encapsulation is how Calico carries pod traffic between nodes.
-type Encapsulation string
-
-const (
-	EncapIPIP  Encapsulation = "ipip"
-	EncapVXLAN Encapsulation = "vxlan"
-	EncapNone  Encapsulation = "none"
 )
 
 // Mode says whether an optional host component is managed.
@@ -47,7 +40,7 @@ type Config struct {
 	IP6AutodetectionMethod string
 	NodeInternalIPs        []netip.Addr // stand-in for the Node's InternalIP without a cluster
 
-	Encapsulation Encapsulation
+	Encapsulation calico.Encapsulation
 	BGP           bool
 	Typha         bool
 	WireGuard     bool
@@ -87,9 +80,9 @@ type option struct {
 
 func options() []option {
 	return []option{
-		{flag: "pod-cidr", env: "CALICO_IPV4POOL_CIDR", def: "192.168.0.0/16", usage: "IPv4 pod CIDR (Calico IP pool)",
+		{flag: "pod-cidr", env: calico.EnvIPv4PoolCIDR, def: calico.DefaultIPv4Pool, usage: "IPv4 pod CIDR (Calico IP pool)",
 			set: func(c *Config, f, v string) error { p, err := ParseCIDR(f, v, 4); c.PodCIDR = p; return err }},
-		{flag: "pod-cidr-v6", env: "CALICO_IPV6POOL_CIDR", usage: "IPv6 pod CIDR; empty when IPv6 is not used",
+		{flag: "pod-cidr-v6", env: calico.EnvIPv6PoolCIDR, usage: "IPv6 pod CIDR; empty when IPv6 is not used",
 			set: func(c *Config, f, v string) error {
 				if v == "" {
 					return nil
@@ -102,19 +95,19 @@ func options() []option {
 			set: func(c *Config, f, v string) (err error) { c.ServiceCIDRs, err = ParseCIDRList(f, v); return }},
 		{flag: "kubeadm-pod-subnet", usage: "kubeadm's podSubnet (--pod-network-cidr), comma-separated; the pod CIDRs must lie inside",
 			set: func(c *Config, f, v string) (err error) { c.KubeadmSubnets, err = ParseCIDRList(f, v); return }},
-		{flag: "ip-autodetection-method", env: "IP_AUTODETECTION_METHOD", def: "first-found", usage: "Calico IPv4 autodetection method",
+		{flag: "ip-autodetection-method", env: calico.EnvIPAutodetection, def: "first-found", usage: "Calico IPv4 autodetection method",
 			set: func(c *Config, f, v string) error { c.IPAutodetectionMethod = v; return validMethod(f, v) }},
-		{flag: "ip6-autodetection-method", env: "IP6_AUTODETECTION_METHOD", def: "first-found", usage: "Calico IPv6 autodetection method (used with --pod-cidr-v6)",
+		{flag: "ip6-autodetection-method", env: calico.EnvIP6Autodetection, def: "first-found", usage: "Calico IPv6 autodetection method (used with --pod-cidr-v6)",
 			set: func(c *Config, f, v string) error { c.IP6AutodetectionMethod = v; return validMethod(f, v) }},
 		{flag: "node-internal-ip", usage: "the Node's InternalIP(s) for kubernetes-internal-ip when there is no cluster",
 			set: func(c *Config, f, v string) (err error) { c.NodeInternalIPs, err = ParseAddrList(f, v); return }},
 		{flag: "encapsulation", def: "ipip", usage: "ipip, vxlan or none; from CALICO_IPV4POOL_IPIP/CALICO_IPV4POOL_VXLAN when not given",
 			set: func(c *Config, f, v string) (err error) { c.Encapsulation, err = ParseEncapsulation(f, v); return }},
-		{flag: "bgp", env: "CALICO_NETWORKING_BACKEND", def: "true", isBool: true, usage: "Calico peers with BGP (TCP 179); false for CALICO_NETWORKING_BACKEND=vxlan|none",
+		{flag: "bgp", env: calico.EnvNetworkingBackend, def: "true", isBool: true, usage: "Calico peers with BGP (TCP 179); false for CALICO_NETWORKING_BACKEND=vxlan|none",
 			set: func(c *Config, f, v string) (err error) { c.BGP, err = parseBGP(f, v); return }},
-		{flag: "typha", env: "FELIX_TYPHAK8SSERVICENAME", def: "false", isBool: true, usage: "Calico uses Typha (TCP 5473)",
+		{flag: "typha", env: calico.EnvTyphaServiceName, def: "false", isBool: true, usage: "Calico uses Typha (TCP 5473)",
 			set: func(c *Config, f, v string) (err error) { c.Typha, err = parseBoolOrPresence(f, v); return }},
-		{flag: "wireguard", env: "FELIX_WIREGUARDENABLED", def: "false", isBool: true, usage: "Calico encrypts with WireGuard (UDP 51820, 51821 with IPv6)",
+		{flag: "wireguard", env: calico.EnvWireGuardEnabled, def: "false", isBool: true, usage: "Calico encrypts with WireGuard (UDP 51820, 51821 with IPv6)",
 			set: func(c *Config, f, v string) (err error) { c.WireGuard, err = ParseBool(f, v); return }},
 		{flag: "host-root", def: "/", usage: "where the host's /proc, /sys, /lib/modules, /boot and /var/lib/calico are read",
 			set: func(c *Config, f, v string) (err error) { c.HostRoot, err = ParseDir(f, v); return }},
@@ -231,7 +224,7 @@ func bind(fs *flag.FlagSet, opts []option) func(getenv func(string) string) (Con
 		}
 		// IP-in-IP carries traffic along routes that BIRD learns over BGP; without BGP calico-node
 		// has no routes for it (VXLAN and no encapsulation work without BGP).
-		if c.Encapsulation == EncapIPIP && !c.BGP {
+		if c.Encapsulation == calico.EncapIPIP && !c.BGP {
 			return Config{}, errors.New("--encapsulation: ipip needs BGP (--bgp=true, CALICO_NETWORKING_BACKEND=bird); use vxlan without BGP")
 		}
 		return c, nil

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/calico-prep/calico-prep/pkg/calico"
 )
 
 func load(t *testing.T, args []string, env map[string]string) (Config, error) {
@@ -29,7 +31,7 @@ func TestDefaults(t *testing.T) {
 	if c.PodCIDR != netip.MustParsePrefix("192.168.0.0/16") || c.PodCIDRv6.IsValid() {
 		t.Errorf("pod CIDRs %v %v", c.PodCIDR, c.PodCIDRv6)
 	}
-	if c.IPAutodetectionMethod != "first-found" || c.Encapsulation != EncapIPIP || !c.BGP || c.Typha || c.WireGuard {
+	if c.IPAutodetectionMethod != "first-found" || c.Encapsulation != calico.EncapIPIP || !c.BGP || c.Typha || c.WireGuard {
 		t.Errorf("calico defaults wrong: %+v", c)
 	}
 	if c.Firewalld != ModeAuto || c.NetworkManager != ModeAuto || !c.FirewalldForwarding {
@@ -59,11 +61,11 @@ func TestCalicoNodeEnvironment(t *testing.T) {
 		{name: "autodetection method", env: map[string]string{"IP_AUTODETECTION_METHOD": "interface=eth0, eth1"},
 			check: func(c Config) bool { return c.IPAutodetectionMethod == "interface=eth0, eth1" }},
 		{name: "VXLAN pool", env: map[string]string{"CALICO_IPV4POOL_IPIP": "Never", "CALICO_IPV4POOL_VXLAN": "CrossSubnet"},
-			check: func(c Config) bool { return c.Encapsulation == EncapVXLAN }},
+			check: func(c Config) bool { return c.Encapsulation == calico.EncapVXLAN }},
 		{name: "no encapsulation", env: map[string]string{"CALICO_IPV4POOL_IPIP": "never"},
-			check: func(c Config) bool { return c.Encapsulation == EncapNone }},
+			check: func(c Config) bool { return c.Encapsulation == calico.EncapNone }},
 		{name: "--encapsulation wins over pool env", args: []string{"--encapsulation=vxlan"}, env: map[string]string{"CALICO_IPV4POOL_IPIP": "Always"},
-			check: func(c Config) bool { return c.Encapsulation == EncapVXLAN }},
+			check: func(c Config) bool { return c.Encapsulation == calico.EncapVXLAN }},
 		{name: "VXLAN backend has no BGP", env: map[string]string{"CALICO_NETWORKING_BACKEND": "vxlan", "CALICO_IPV4POOL_VXLAN": "Always"},
 			check: func(c Config) bool { return !c.BGP }},
 		{name: "Typha service name means Typha", env: map[string]string{"FELIX_TYPHAK8SSERVICENAME": "calico-typha"},

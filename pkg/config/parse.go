@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/autodetect"
 )
 
@@ -71,9 +73,9 @@ func ParseAddrList(field, s string) ([]netip.Addr, error) {
 }
 
 // ParseEncapsulation parses ipip, vxlan or none.
-func ParseEncapsulation(field, s string) (Encapsulation, error) {
-	switch e := Encapsulation(strings.ToLower(strings.TrimSpace(s))); e {
-	case EncapIPIP, EncapVXLAN, EncapNone:
+func ParseEncapsulation(field, s string) (calico.Encapsulation, error) {
+	switch e := calico.Encapsulation(strings.ToLower(strings.TrimSpace(s))); e {
+	case calico.EncapIPIP, calico.EncapVXLAN, calico.EncapNone:
 		return e, nil
 	}
 	return "", fmt.Errorf("%s: unknown encapsulation %q: want ipip, vxlan or none", field, s)
@@ -81,12 +83,12 @@ func ParseEncapsulation(field, s string) (Encapsulation, error) {
 
 // EncapsulationFromEnv derives the encapsulation from calico-node's CALICO_IPV4POOL_IPIP and
 // CALICO_IPV4POOL_VXLAN (Always, CrossSubnet or Never). ok is false when neither is set.
-func EncapsulationFromEnv(getenv func(string) string) (e Encapsulation, ok bool, err error) {
-	ipip, err := poolMode("CALICO_IPV4POOL_IPIP", getenv("CALICO_IPV4POOL_IPIP"))
+func EncapsulationFromEnv(getenv func(string) string) (e calico.Encapsulation, ok bool, err error) {
+	ipip, err := poolMode(calico.EnvIPv4PoolIPIP, getenv(calico.EnvIPv4PoolIPIP))
 	if err != nil {
 		return "", false, err
 	}
-	vxlan, err := poolMode("CALICO_IPV4POOL_VXLAN", getenv("CALICO_IPV4POOL_VXLAN"))
+	vxlan, err := poolMode(calico.EnvIPv4PoolVXLAN, getenv(calico.EnvIPv4PoolVXLAN))
 	if err != nil {
 		return "", false, err
 	}
@@ -94,13 +96,13 @@ func EncapsulationFromEnv(getenv func(string) string) (e Encapsulation, ok bool,
 	case ipip == "" && vxlan == "":
 		return "", false, nil
 	case ipip == "on" && vxlan == "on":
-		return "", false, fmt.Errorf("CALICO_IPV4POOL_IPIP and CALICO_IPV4POOL_VXLAN: both enabled (%q, %q); Calico allows one", getenv("CALICO_IPV4POOL_IPIP"), getenv("CALICO_IPV4POOL_VXLAN"))
+		return "", false, fmt.Errorf("CALICO_IPV4POOL_IPIP and CALICO_IPV4POOL_VXLAN: both enabled (%q, %q); Calico allows one", getenv(calico.EnvIPv4PoolIPIP), getenv(calico.EnvIPv4PoolVXLAN))
 	case ipip == "on":
-		return EncapIPIP, true, nil
+		return calico.EncapIPIP, true, nil
 	case vxlan == "on":
-		return EncapVXLAN, true, nil
+		return calico.EncapVXLAN, true, nil
 	}
-	return EncapNone, true, nil
+	return calico.EncapNone, true, nil
 }
 
 // poolMode returns "" for unset, "on" for Always/CrossSubnet and "off" for Never/Off.

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/config"
 	"github.com/calico-prep/calico-prep/pkg/firewalld"
@@ -47,7 +49,7 @@ func options(n *testbed.Node, podCIDR netip.Prefix) firewalld.Options {
 	return firewalld.Options{
 		Mode:          config.ModeOn,
 		NodeInterface: func(context.Context) (string, error) { return n.Uplink, nil },
-		Rules:         firewalld.Rules(firewalld.RuleInput{BGP: true, Encapsulation: config.EncapIPIP}),
+		Rules:         firewalld.Rules(firewalld.RuleInput{BGP: true, Encapsulation: calico.EncapIPIP}),
 		Forwarding:    true,
 		PodCIDRs:      []netip.Prefix{podCIDR},
 		StateDir:      n.StateDir,
@@ -104,7 +106,7 @@ func TestApplyReadBack(t *testing.T) {
 	c := dial(t, ctx, n)
 	opts := options(n, netip.MustParsePrefix("10.65.128.0/24"))
 	opts.Rules = firewalld.Rules(firewalld.RuleInput{BGP: true, Typha: true, WireGuard: true, IPv6: true,
-		Encapsulation: config.EncapIPIP, Extra: []config.Port{{From: 30000, To: 32767, Protocol: "tcp"}}})
+		Encapsulation: calico.EncapIPIP, Extra: []config.Port{{From: 30000, To: 32767, Protocol: "tcp"}}})
 	checks := firewalld.Checks(c, opts)
 
 	before := nft(t, ctx, n)
@@ -591,7 +593,7 @@ func TestOperatorFormsAndCallsPerPass(t *testing.T) {
 	}
 
 	opts := options(n, netip.MustParsePrefix("10.65.128.0/24"))
-	opts.Rules = firewalld.Rules(firewalld.RuleInput{BGP: true, WireGuard: true, IPv6: true, Encapsulation: config.EncapIPIP})
+	opts.Rules = firewalld.Rules(firewalld.RuleInput{BGP: true, WireGuard: true, IPv6: true, Encapsulation: calico.EncapIPIP})
 	rep := run(ctx, check.Reconcile, firewalld.Checks(c, opts))
 	failIfNotReady(t, rep)
 	for _, name := range []string{"firewalld/port-179-tcp", "firewalld/port-51820-udp", "firewalld/port-51821-udp"} {
@@ -624,7 +626,7 @@ func TestOperatorFormsAndCallsPerPass(t *testing.T) {
 		return c.Calls() - before
 	}
 	few := calls(firewalld.Rules(firewalld.RuleInput{BGP: true}))
-	many := calls(firewalld.Rules(firewalld.RuleInput{BGP: true, Typha: true, Encapsulation: config.EncapVXLAN,
+	many := calls(firewalld.Rules(firewalld.RuleInput{BGP: true, Typha: true, Encapsulation: calico.EncapVXLAN,
 		Extra: []config.Port{{From: 2379, To: 2380, Protocol: "tcp"}, {From: 6443, To: 6443, Protocol: "tcp"}}}))
 	t.Logf("D-Bus calls of a verifying pass: %d with one rule, %d with five", few, many)
 	if many != few {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"regexp"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/config"
 )
 
@@ -31,7 +33,7 @@ const ownedMarker = "Managed by calico-prep"
 
 // calicoInterfaces are the names Calico gives its interfaces; "+" is firewalld's wildcard.
 func calicoInterfaces() []string {
-	return []string{"cali+", "tunl0", "vxlan.calico", "vxlan-v6.calico", "wireguard.cali", "wg-v6.cali"}
+	return append([]string{calico.WorkloadPrefix + "+"}, calico.TunnelDevices()...)
 }
 
 // Options say what to manage in firewalld on this node.

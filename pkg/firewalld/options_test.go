@@ -5,12 +5,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/config"
 )
 
 func TestOptionsValidate(t *testing.T) {
 	good := Options{Mode: config.ModeAuto, StateDir: "/var/lib/calico-prep",
-		Rules: Rules(RuleInput{BGP: true, Encapsulation: config.EncapIPIP})}
+		Rules: Rules(RuleInput{BGP: true, Encapsulation: calico.EncapIPIP})}
 	tests := []struct {
 		name    string
 		edit    func(*Options)

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/config"
 )
 
@@ -126,7 +128,7 @@ type RuleInput struct {
 	BGP, Typha, WireGuard bool
 	// IPv6 is true when Calico has an IPv6 pool (WireGuard then needs 51821/udp as well).
 	IPv6          bool
-	Encapsulation config.Encapsulation
+	Encapsulation calico.Encapsulation
 	// Extra are the operator's additional ports (--firewalld-extra-ports).
 	Extra []config.Port
 }
@@ -142,26 +144,14 @@ func Rules(in RuleInput) []Rule {
 		}
 		rules = append(rules, r)
 	}
-	port := func(n uint16, proto, why string) Rule {
-		return Rule{Port: config.Port{From: n, To: n, Protocol: proto}, Why: why}
-	}
-	if in.BGP {
-		add(port(179, "tcp", "BGP"))
-	}
-	switch in.Encapsulation {
-	case config.EncapIPIP:
-		add(Rule{IPProtocol: "ipencap", Why: "IPIP encapsulation"})
-	case config.EncapVXLAN:
-		add(port(4789, "udp", "VXLAN encapsulation"))
-	}
-	if in.Typha {
-		add(port(5473, "tcp", "Typha"))
-	}
-	if in.WireGuard {
-		add(port(51820, "udp", "WireGuard"))
-		if in.IPv6 {
-			add(port(51821, "udp", "WireGuard over IPv6"))
+	for _, o := range calico.Openings(calico.Features{
+		BGP: in.BGP, Encapsulation: in.Encapsulation, Typha: in.Typha, WireGuard: in.WireGuard, IPv6: in.IPv6,
+	}) {
+		if o.IPProtocol != "" {
+			add(Rule{IPProtocol: o.IPProtocol, Why: o.For})
+			continue
 		}
+		add(Rule{Port: config.Port{From: o.Port, To: o.Port, Protocol: o.Protocol}, Why: o.For})
 	}
 	for _, p := range in.Extra {
 		add(Rule{Port: p, Why: "--firewalld-extra-ports"})

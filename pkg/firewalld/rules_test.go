@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/config"
 )
 
@@ -14,13 +16,13 @@ func TestRules(t *testing.T) {
 		in   RuleInput
 		want []string
 	}{
-		{"default manifest: BGP with IPIP", RuleInput{BGP: true, Encapsulation: config.EncapIPIP}, []string{"179/tcp", "ipencap"}},
-		{"VXLAN without BGP", RuleInput{Encapsulation: config.EncapVXLAN}, []string{"4789/udp"}},
-		{"no encapsulation", RuleInput{BGP: true, Encapsulation: config.EncapNone}, []string{"179/tcp"}},
-		{"Typha", RuleInput{BGP: true, Typha: true, Encapsulation: config.EncapIPIP}, []string{"179/tcp", "ipencap", "5473/tcp"}},
+		{"default manifest: BGP with IPIP", RuleInput{BGP: true, Encapsulation: calico.EncapIPIP}, []string{"179/tcp", "ipencap"}},
+		{"VXLAN without BGP", RuleInput{Encapsulation: calico.EncapVXLAN}, []string{"4789/udp"}},
+		{"no encapsulation", RuleInput{BGP: true, Encapsulation: calico.EncapNone}, []string{"179/tcp"}},
+		{"Typha", RuleInput{BGP: true, Typha: true, Encapsulation: calico.EncapIPIP}, []string{"179/tcp", "ipencap", "5473/tcp"}},
 		{"WireGuard IPv4 only", RuleInput{WireGuard: true}, []string{"51820/udp"}},
 		{"WireGuard dual stack", RuleInput{WireGuard: true, IPv6: true}, []string{"51820/udp", "51821/udp"}},
-		{"IPv6 without WireGuard adds nothing", RuleInput{IPv6: true, Encapsulation: config.EncapVXLAN}, []string{"4789/udp"}},
+		{"IPv6 without WireGuard adds nothing", RuleInput{IPv6: true, Encapsulation: calico.EncapVXLAN}, []string{"4789/udp"}},
 		{"extra ports, duplicates once", RuleInput{BGP: true, Extra: []config.Port{
 			{From: 2379, To: 2379, Protocol: "tcp"}, {From: 179, To: 179, Protocol: "tcp"}, {From: 30000, To: 32767, Protocol: "tcp"},
 		}}, []string{"179/tcp", "2379/tcp", "30000-32767/tcp"}},

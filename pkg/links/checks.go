@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/host"
 )
@@ -49,7 +51,7 @@ type linkSpec struct {
 
 func calicoLinks() []linkSpec {
 	// Felix's default VXLANVNI and VXLANPort, the same for both families.
-	felixVXLAN := host.VXLAN{VNI: 4096, Port: 4789}
+	felixVXLAN := host.VXLAN{VNI: calico.VXLANVNI, Port: calico.VXLANPort}
 	encap := func(want string, v6 bool) func(Config) string {
 		return func(c Config) string {
 			switch {
@@ -72,13 +74,21 @@ func calicoLinks() []linkSpec {
 			return ""
 		}
 	}
-	return []linkSpec{
-		{name: "tunl0", kind: "ipip", overhead: 20, what: "IPIP", unused: encap("ipip", false)},
-		{name: "vxlan.calico", kind: "vxlan", overhead: 50, what: "VXLAN", vxlan: felixVXLAN, unused: encap("vxlan", false)},
-		{name: "vxlan-v6.calico", kind: "vxlan", overhead: 70, what: "IPv6 VXLAN", vxlan: felixVXLAN, unused: encap("vxlan", true)},
-		{name: "wireguard.cali", kind: "wireguard", overhead: 60, what: "WireGuard", unused: wireguard(false)},
-		{name: "wg-v6.cali", kind: "wireguard", overhead: 80, what: "IPv6 WireGuard", unused: wireguard(true)},
+	var specs []linkSpec
+	for _, t := range calico.Tunnels() {
+		spec := linkSpec{name: t.Device, kind: t.Kind, overhead: t.Overhead, what: t.Encapsulation}
+		switch t.Kind {
+		case "ipip", "vxlan":
+			spec.unused = encap(t.Kind, t.IPv6)
+		case "wireguard":
+			spec.unused = wireguard(t.IPv6)
+		}
+		if t.Kind == "vxlan" {
+			spec.vxlan = felixVXLAN
+		}
+		specs = append(specs, spec)
 	}
+	return specs
 }
 
 // Checks returns the checks of Calico's own links: links/tunl0, links/vxlan.calico,
@@ -245,7 +255,7 @@ const maxNamed = 5
 // and names those that are down.
 func caliVeths(snap host.Snapshot) (total int, down []string) {
 	for _, i := range snap.Interfaces {
-		if i.Type != "veth" || !strings.HasPrefix(i.Name, "cali") {
+		if i.Type != "veth" || !strings.HasPrefix(i.Name, calico.WorkloadPrefix) {
 			continue
 		}
 		total++

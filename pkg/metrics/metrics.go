@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -171,8 +173,8 @@ func (c reportCollector) Collect(ch chan<- prometheus.Metric) {
 
 // aggregate keeps label cardinality bounded: one series for all workload veths.
 func aggregate(name string) string {
-	if strings.HasPrefix(name, "cali") {
-		return "cali*"
+	if strings.HasPrefix(name, calico.WorkloadPrefix) {
+		return calico.WorkloadPrefix + "*"
 	}
 	return name
 }

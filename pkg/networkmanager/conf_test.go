@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/config"
 )
@@ -104,7 +106,7 @@ func TestMerge(t *testing.T) {
 }
 
 func TestDropInContent(t *testing.T) {
-	got := string(dropIn(CalicoPatterns()))
+	got := string(dropIn(calico.UnmanagedGlobs()))
 	want := "unmanaged-devices+=interface-name:cali*;interface-name:tunl*;interface-name:vxlan.calico;" +
 		"interface-name:vxlan-v6.calico;interface-name:wireguard.cali;interface-name:wg-v6.cali\n"
 	if !strings.HasPrefix(got, ownHeader) || !strings.Contains(got, "\n[keyfile]\n") || !strings.HasSuffix(got, want) {
@@ -114,7 +116,7 @@ func TestDropInContent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := evaluate([]confFile{f}, CalicoPatterns())
+	res := evaluate([]confFile{f}, calico.UnmanagedGlobs())
 	for _, r := range res {
 		if !r.covered {
 			t.Errorf("own drop-in does not cover %s", r.pattern)
@@ -127,7 +129,7 @@ func TestPatterns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := append(append([]string(nil), CalicoPatterns()...), "flannel*", "bpf*")
+	want := append(append([]string(nil), calico.UnmanagedGlobs()...), "flannel*", "bpf*")
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Patterns = %q, want %q", got, want)
 	}

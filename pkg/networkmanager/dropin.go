@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/calico-prep/calico-prep/internal/atomicfile"
@@ -23,16 +25,10 @@ const (
 	ownMode   = 0o644
 )
 
-// CalicoPatterns returns the interface-name globs of every link Calico creates: workload veths,
-// the IPIP tunnel, VXLAN for IPv4 and IPv6, WireGuard for IPv4 and IPv6.
-func CalicoPatterns() []string {
-	return []string{"cali*", "tunl*", "vxlan.calico", "vxlan-v6.calico", "wireguard.cali", "wg-v6.cali"}
-}
-
 // Patterns returns Calico's patterns followed by the extra ones, without repeats. An extra
 // pattern that NetworkManager would split or misread is an error naming it.
 func Patterns(extra []string) ([]string, error) {
-	out := append([]string(nil), CalicoPatterns()...)
+	out := calico.UnmanagedGlobs()
 	for _, p := range extra {
 		p = strings.TrimPrefix(p, tagInterfaceName)
 		if p == "" || len(p) > 64 || strings.ContainsAny(p, ",;\\=~ \t\r\n\x00") || strings.HasPrefix(p, "=") {

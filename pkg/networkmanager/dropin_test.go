@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/calico-prep/calico-prep/pkg/check"
@@ -91,10 +93,10 @@ func TestReadOnlyConfDir(t *testing.T) {
 
 func TestWriteOwnLeavesNoTemporaryFile(t *testing.T) {
 	dir := t.TempDir()
-	if err := writeOwn(dir, dropIn(CalicoPatterns())); err != nil {
+	if err := writeOwn(dir, dropIn(calico.UnmanagedGlobs())); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeOwn(dir, dropIn(append(CalicoPatterns(), "x*"))); err != nil {
+	if err := writeOwn(dir, dropIn(append(calico.UnmanagedGlobs(), "x*"))); err != nil {
 		t.Fatal(err)
 	}
 	entries, err := os.ReadDir(dir)

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/calico-prep/calico-prep/pkg/calico"
 )
 
 // Properties for the parsers of operators' NetworkManager files: never panic; an error is one
@@ -33,17 +35,17 @@ func FuzzParseConf(f *testing.F) {
 			}
 			return
 		}
-		res := evaluate([]confFile{cf}, CalicoPatterns())
-		if len(res) != len(CalicoPatterns()) {
-			t.Fatalf("%d results for %d patterns", len(res), len(CalicoPatterns()))
+		res := evaluate([]confFile{cf}, calico.UnmanagedGlobs())
+		if len(res) != len(calico.UnmanagedGlobs()) {
+			t.Fatalf("%d results for %d patterns", len(res), len(calico.UnmanagedGlobs()))
 		}
 		// Adding calico-prep's own drop-in after the file covers every pattern unless the
 		// file excepts it.
-		own, err := parseConf(ownFile, dropIn(CalicoPatterns()))
+		own, err := parseConf(ownFile, dropIn(calico.UnmanagedGlobs()))
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, r := range evaluate([]confFile{cf, own}, CalicoPatterns()) {
+		for _, r := range evaluate([]confFile{cf, own}, calico.UnmanagedGlobs()) {
 			if !r.covered && !strings.Contains(r.conflict, "excepts it") {
 				t.Fatalf("own drop-in after %q leaves %s uncovered: %+v", data, r.pattern, r)
 			}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/godbus/dbus/v5"
 
 	"github.com/calico-prep/calico-prep/pkg/check"
@@ -219,7 +221,7 @@ func TestApplyLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range CalicoPatterns() {
+	for _, p := range calico.UnmanagedGlobs() {
 		if !strings.Contains(string(data), "interface-name:"+p) {
 			t.Errorf("drop-in lacks %s:\n%s", p, data)
 		}

@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/autodetect"
-	"github.com/calico-prep/calico-prep/pkg/config"
-	"github.com/calico-prep/calico-prep/pkg/report"
 )
 
 // Typha is the datastore advice: Calico's Kubernetes datastore, with Typha to fan out its
@@ -19,12 +19,12 @@ type Typha struct {
 }
 
 // typhaAdvice counts every listed node, reported or not: each runs a calico-node that watches
-// the datastore (sizing: report.TyphaReplicas).
+// the datastore (sizing: calico.TyphaReplicas).
 func typhaAdvice(nodes int) Typha {
-	if nodes <= report.TyphaThreshold {
-		return Typha{Nodes: nodes, Advice: fmt.Sprintf("%d nodes: the Kubernetes datastore without Typha is enough up to %d nodes", nodes, report.TyphaThreshold)}
+	if nodes <= calico.TyphaThreshold {
+		return Typha{Nodes: nodes, Advice: fmt.Sprintf("%d nodes: the Kubernetes datastore without Typha is enough up to %d nodes", nodes, calico.TyphaThreshold)}
 	}
-	r := int(report.TyphaReplicas(int64(nodes)))
+	r := int(calico.TyphaReplicas(int64(nodes)))
 	return Typha{Nodes: nodes, Recommended: true, Replicas: r,
 		Advice: fmt.Sprintf("%d nodes: use Typha with the Kubernetes datastore, %d replicas (one per 200 nodes, at least 3, at most 20)", nodes, r)}
 }
@@ -48,24 +48,14 @@ func (o Opening) String() string {
 // encapsulation's protocol or port, Typha's port where it is advised, WireGuard's ports.
 func firewallFor(opts Options, typha bool) []Opening {
 	out := []Opening{}
-	if opts.BGP {
-		out = append(out, Opening{Port: "179/tcp", For: "BGP between nodes"})
-	}
-	switch opts.Encapsulation {
-	case config.EncapIPIP:
-		// "ipencap" is IP protocol 4 in /etc/protocols; "ipip" there is 94.
-		out = append(out, Opening{Protocol: "ipencap", For: "IP-in-IP encapsulation (IP protocol 4)"})
-	case config.EncapVXLAN:
-		out = append(out, Opening{Port: "4789/udp", For: "VXLAN encapsulation"})
-	}
-	if typha {
-		out = append(out, Opening{Port: "5473/tcp", For: "calico-node to Typha"})
-	}
-	if opts.WireGuard {
-		out = append(out, Opening{Port: "51820/udp", For: "WireGuard over IPv4"})
-		if opts.IPv6 {
-			out = append(out, Opening{Port: "51821/udp", For: "WireGuard over IPv6"})
+	for _, o := range calico.Openings(calico.Features{
+		BGP: opts.BGP, Encapsulation: opts.Encapsulation, Typha: typha, WireGuard: opts.WireGuard, IPv6: opts.IPv6,
+	}) {
+		if o.IPProtocol != "" {
+			out = append(out, Opening{Protocol: o.IPProtocol, For: o.For})
+			continue
 		}
+		out = append(out, Opening{Port: fmt.Sprintf("%d/%s", o.Port, o.Protocol), For: o.For})
 	}
 	return out
 }
@@ -91,41 +81,41 @@ func (p Plan) Env() []EnvVar {
 	backend := "bird"
 	if !p.BGP {
 		backend = "vxlan"
-		if p.Encapsulation != string(config.EncapVXLAN) {
+		if p.Encapsulation != string(calico.EncapVXLAN) {
 			backend = "none"
 		}
 	}
-	add("CALICO_NETWORKING_BACKEND", backend)
+	add(calico.EnvNetworkingBackend, backend)
 	for _, pool := range p.Pools {
 		if pool.Family == 4 {
-			add("IP", "autodetect")
+			add(calico.EnvIP, "autodetect")
 			if pool.CIDR.IsValid() {
-				add("CALICO_IPV4POOL_CIDR", pool.CIDR.String())
+				add(calico.EnvIPv4PoolCIDR, pool.CIDR.String())
 			}
-			add("CALICO_IPV4POOL_IPIP", onOff(p.Encapsulation == string(config.EncapIPIP)))
-			add("CALICO_IPV4POOL_VXLAN", onOff(p.Encapsulation == string(config.EncapVXLAN)))
+			add(calico.EnvIPv4PoolIPIP, onOff(p.Encapsulation == string(calico.EncapIPIP)))
+			add(calico.EnvIPv4PoolVXLAN, onOff(p.Encapsulation == string(calico.EncapVXLAN)))
 			continue
 		}
-		add("IP6", "autodetect")
-		add("FELIX_IPV6SUPPORT", "true")
+		add(calico.EnvIP6, "autodetect")
+		add(calico.EnvIPv6Support, "true")
 		if pool.CIDR.IsValid() {
-			add("CALICO_IPV6POOL_CIDR", pool.CIDR.String())
+			add(calico.EnvIPv6PoolCIDR, pool.CIDR.String())
 		}
 		// IPv6 has no IP-in-IP; with ipip the IPv6 pool is routed by BGP unencapsulated.
-		add("CALICO_IPV6POOL_VXLAN", onOff(p.Encapsulation == string(config.EncapVXLAN)))
+		add(calico.EnvIPv6PoolVXLAN, onOff(p.Encapsulation == string(calico.EncapVXLAN)))
 	}
 	for _, ad := range p.Autodetection {
 		if ad.Best == "" {
 			continue
 		}
 		if ad.Family == 4 {
-			add("IP_AUTODETECTION_METHOD", ad.Best)
+			add(calico.EnvIPAutodetection, ad.Best)
 		} else {
-			add("IP6_AUTODETECTION_METHOD", ad.Best)
+			add(calico.EnvIP6Autodetection, ad.Best)
 		}
 	}
 	if p.WireGuard {
-		add("FELIX_WIREGUARDENABLED", "true")
+		add(calico.EnvWireGuardEnabled, "true")
 	}
 	return env
 }
@@ -247,9 +237,9 @@ func (p Plan) Installation() (Installation, error) {
 		}
 		encap := "None"
 		switch {
-		case p.Encapsulation == string(config.EncapVXLAN):
+		case p.Encapsulation == string(calico.EncapVXLAN):
 			encap = "VXLAN"
-		case p.Encapsulation == string(config.EncapIPIP) && pool.Family == 4:
+		case p.Encapsulation == string(calico.EncapIPIP) && pool.Family == 4:
 			encap = "IPIP"
 		}
 		net.IPPools = append(net.IPPools, IPPool{CIDR: pool.CIDR.String(), Encapsulation: encap, NATOutgoing: "Enabled"})

@@ -6,8 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/autodetect"
-	"github.com/calico-prep/calico-prep/pkg/config"
 )
 
 func TestTyphaAdvice(t *testing.T) {
@@ -34,10 +35,10 @@ func TestFirewallFor(t *testing.T) {
 		typha bool
 		want  []string
 	}{
-		{"ipip with BGP", Options{Encapsulation: config.EncapIPIP, BGP: true}, false, []string{"port 179/tcp", "protocol ipencap"}},
-		{"vxlan without BGP, Typha", Options{Encapsulation: config.EncapVXLAN}, true, []string{"port 4789/udp", "port 5473/tcp"}},
-		{"BGP only", Options{Encapsulation: config.EncapNone, BGP: true}, false, []string{"port 179/tcp"}},
-		{"WireGuard dual stack", Options{Encapsulation: config.EncapVXLAN, WireGuard: true, IPv6: true}, false, []string{"port 4789/udp", "port 51820/udp", "port 51821/udp"}},
+		{"ipip with BGP", Options{Encapsulation: calico.EncapIPIP, BGP: true}, false, []string{"port 179/tcp", "protocol ipencap"}},
+		{"vxlan without BGP, Typha", Options{Encapsulation: calico.EncapVXLAN}, true, []string{"port 4789/udp", "port 5473/tcp"}},
+		{"BGP only", Options{Encapsulation: calico.EncapNone, BGP: true}, false, []string{"port 179/tcp"}},
+		{"WireGuard dual stack", Options{Encapsulation: calico.EncapVXLAN, WireGuard: true, IPv6: true}, false, []string{"port 4789/udp", "port 51820/udp", "port 51821/udp"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,7 +53,7 @@ func TestFirewallFor(t *testing.T) {
 	}
 }
 
-func samplePlan(encap config.Encapsulation, bgp, v6 bool, method4, method6 string) Plan {
+func samplePlan(encap calico.Encapsulation, bgp, v6 bool, method4, method6 string) Plan {
 	p := Plan{Encapsulation: string(encap), BGP: bgp,
 		Pools:         []Pool{{Family: 4, CIDR: netip.MustParsePrefix("172.16.0.0/16")}},
 		Autodetection: []Autodetect{{Family: 4, Best: method4}},
@@ -78,11 +79,11 @@ func TestEnv(t *testing.T) {
 		plan Plan
 		want map[string]string
 	}{
-		{"ipip BGP", samplePlan(config.EncapIPIP, true, false, "cidr=10.0.0.0/16", ""), map[string]string{
+		{"ipip BGP", samplePlan(calico.EncapIPIP, true, false, "cidr=10.0.0.0/16", ""), map[string]string{
 			"CALICO_NETWORKING_BACKEND": "bird", "IP": "autodetect", "CALICO_IPV4POOL_CIDR": "172.16.0.0/16",
 			"CALICO_IPV4POOL_IPIP": "Always", "CALICO_IPV4POOL_VXLAN": "Never", "IP_AUTODETECTION_METHOD": "cidr=10.0.0.0/16",
 		}},
-		{"vxlan dual stack", samplePlan(config.EncapVXLAN, false, true, "kubernetes-internal-ip", "interface=^eth0$"), map[string]string{
+		{"vxlan dual stack", samplePlan(calico.EncapVXLAN, false, true, "kubernetes-internal-ip", "interface=^eth0$"), map[string]string{
 			"CALICO_NETWORKING_BACKEND": "vxlan", "IP": "autodetect", "CALICO_IPV4POOL_CIDR": "172.16.0.0/16",
 			"CALICO_IPV4POOL_IPIP": "Never", "CALICO_IPV4POOL_VXLAN": "Always", "IP_AUTODETECTION_METHOD": "kubernetes-internal-ip",
 			"IP6": "autodetect", "FELIX_IPV6SUPPORT": "true", "CALICO_IPV6POOL_CIDR": "fd00::/48", "CALICO_IPV6POOL_VXLAN": "Always",
@@ -111,12 +112,12 @@ func TestEnv(t *testing.T) {
 }
 
 func TestDaemonSetPatchProbes(t *testing.T) {
-	withBGP := samplePlan(config.EncapIPIP, true, false, "first-found", "").DaemonSetPatch()
+	withBGP := samplePlan(calico.EncapIPIP, true, false, "first-found", "").DaemonSetPatch()
 	c := withBGP.Spec.Template.Spec.Containers[0]
 	if c.Name != "calico-node" || c.LivenessProbe != nil || c.ReadinessProbe != nil {
 		t.Errorf("with BGP: %+v", c)
 	}
-	noBGP := samplePlan(config.EncapVXLAN, false, false, "first-found", "").DaemonSetPatch()
+	noBGP := samplePlan(calico.EncapVXLAN, false, false, "first-found", "").DaemonSetPatch()
 	c = noBGP.Spec.Template.Spec.Containers[0]
 	if c.LivenessProbe == nil || slices.Contains(c.LivenessProbe.Exec.Command, "-bird-live") ||
 		c.ReadinessProbe == nil || slices.Contains(c.ReadinessProbe.Exec.Command, "-bird-ready") {
@@ -170,7 +171,7 @@ func TestOperatorMethod(t *testing.T) {
 }
 
 func TestInstallation(t *testing.T) {
-	in, err := samplePlan(config.EncapIPIP, true, true, "cidr=10.0.0.0/16", "kubernetes-internal-ip").Installation()
+	in, err := samplePlan(calico.EncapIPIP, true, true, "cidr=10.0.0.0/16", "kubernetes-internal-ip").Installation()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,8 @@ import (
 	"net/netip"
 	"regexp"
 
-	"github.com/calico-prep/calico-prep/pkg/config"
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/report"
 )
 
@@ -51,7 +52,7 @@ type Options struct {
 	ServiceCIDRs   []netip.Prefix
 	KubeadmSubnets []netip.Prefix
 
-	Encapsulation config.Encapsulation
+	Encapsulation calico.Encapsulation
 	BGP           bool
 	WireGuard     bool
 

@@ -12,9 +12,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/autodetect"
 	"github.com/calico-prep/calico-prep/pkg/cidr"
-	"github.com/calico-prep/calico-prep/pkg/config"
 	"github.com/calico-prep/calico-prep/pkg/host"
 	"github.com/calico-prep/calico-prep/pkg/plan/plantest"
 	"github.com/calico-prep/calico-prep/pkg/report"
@@ -33,7 +34,7 @@ func defaultOptions() Options {
 	return Options{
 		PodCIDR:       netip.MustParsePrefix("192.168.0.0/16"),
 		ServiceCIDRs:  []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")},
-		Encapsulation: config.EncapIPIP,
+		Encapsulation: calico.EncapIPIP,
 		BGP:           true,
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	"github.com/calico-prep/calico-prep/pkg/autodetect"
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/host"
@@ -74,13 +76,7 @@ func (n *Node) FromChecks(rep check.Report) {
 // IsCalicoInterface reports whether name is an interface Calico creates: workload veths and
 // its tunnel devices. They appear and vanish with pods and Calico itself, so the report and the
 // plan leave them out.
-func IsCalicoInterface(name string) bool {
-	switch name {
-	case "tunl0", "vxlan.calico", "vxlan-v6.calico", "wireguard.cali", "wg-v6.cali":
-		return true
-	}
-	return strings.HasPrefix(name, "cali")
-}
+func IsCalicoInterface(name string) bool { return calico.IsInterface(name) }
 
 // isServiceInterface reports whether name is a dummy interface that holds service addresses:
 // kube-proxy's kube-ipvs0 (every ClusterIP in IPVS mode) and node-local-dns. Their addresses
@@ -142,10 +138,3 @@ func Decode(s string) (Node, error) {
 	}
 	return n, nil
 }
-
-// TyphaThreshold is Calico's advice: with the Kubernetes datastore, above 50 nodes use Typha.
-const TyphaThreshold = 50
-
-// TyphaReplicas is Calico's sizing for Typha: at least one replica per 200 nodes, at least 3,
-// at most 20.
-func TyphaReplicas(nodes int64) int64 { return min(max((nodes+199)/200, 3), 20) }

@@ -119,11 +119,3 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
-
-func TestTyphaReplicas(t *testing.T) {
-	for nodes, want := range map[int64]int64{51: 3, 600: 3, 601: 4, 800: 4, 2000: 10, 3801: 20, 100000: 20} {
-		if got := TyphaReplicas(nodes); got != want {
-			t.Errorf("TyphaReplicas(%d) = %d, want %d", nodes, got, want)
-		}
-	}
-}

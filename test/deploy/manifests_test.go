@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -374,7 +376,7 @@ func TestDaemonSetSettings(t *testing.T) {
 		t.Errorf("metrics on %q, container port %d, default %q: want all three to agree", cfg.MetricsBindAddress, port, config.DefaultMetricsBindAddress)
 	}
 	if cfg.NodeName != "node-a" || cfg.PodCIDR != netip.MustParsePrefix("192.168.0.0/16") ||
-		cfg.Encapsulation != config.EncapIPIP || !cfg.BGP || cfg.Typha || cfg.WireGuard ||
+		cfg.Encapsulation != calico.EncapIPIP || !cfg.BGP || cfg.Typha || cfg.WireGuard ||
 		cfg.StateDir != "/var/lib/calico-prep" || cfg.NetworkManagerConfDir != "/etc/NetworkManager/conf.d" ||
 		cfg.Kubeconfig != "" {
 		t.Errorf("configuration from the DaemonSet: %+v", cfg)
@@ -405,7 +407,7 @@ func TestHelmValuesReachTheAgent(t *testing.T) {
 		{"image", c.Image == "registry.example/calico-prep:v9.9.9" && c.ImagePullPolicy == corev1.PullAlways},
 		{"pod CIDR", cfg.PodCIDR == netip.MustParsePrefix("10.244.0.0/16")},
 		{"IPv6 pool", cfg.PodCIDRv6 == netip.MustParsePrefix("fd00:10:244::/56")},
-		{"encapsulation from the pool variables", cfg.Encapsulation == config.EncapVXLAN},
+		{"encapsulation from the pool variables", cfg.Encapsulation == calico.EncapVXLAN},
 		{"backend vxlan: no BGP", !cfg.BGP},
 		{"Typha", cfg.Typha},
 		{"WireGuard", cfg.WireGuard},
