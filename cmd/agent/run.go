@@ -23,7 +23,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	// client-go logs through klog (throttling, server warnings): send it to the same handler.
 	klog.SetSlogLogger(log.With("component", "client-go"))
 
-	restCfg, err := nodestatus.LoadConfig(cfg.Kubeconfig)
+	restCfg, err := nodestatus.LoadConfig(cfg.Kubeconfig, "")
 	var node *nodestatus.Client
 	switch {
 	case errors.Is(err, nodestatus.ErrStandalone):

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -169,7 +167,7 @@ func (a *Agent) Once(ctx context.Context) (check.Report, error) {
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		for n := range a.node.Watch(wctx) {
-			a.host.SetInternalIPs(parseIPs(n.InternalIPs))
+			a.host.SetInternalIPs(n.InternalIPs)
 			break
 		}
 		if !a.node.Seen() {
@@ -321,7 +319,7 @@ func transition(prevReady *bool, prev *check.Report, rep check.Report) *event {
 // means the API server is back: the pass retries now rather than when the backoff says.
 func (a *Agent) watchNode(ctx context.Context) {
 	for n := range a.node.Watch(ctx) {
-		changed := a.host.SetInternalIPs(parseIPs(n.InternalIPs))
+		changed := a.host.SetInternalIPs(n.InternalIPs)
 		if changed || a.drifted(n) || a.publishFailed.Load() {
 			a.Poke()
 		}
@@ -449,16 +447,6 @@ func (a *Agent) watchClients(spawn func(func(context.Context)), fw *firewalld.Cl
 			}
 		})
 	}
-}
-
-func parseIPs(ss []string) []netip.Addr {
-	var out []netip.Addr
-	for _, s := range ss {
-		if a, err := netip.ParseAddr(s); err == nil {
-			out = append(out, a)
-		}
-	}
-	return slices.Clip(out)
 }
 
 func sleep(ctx context.Context, d time.Duration) {
