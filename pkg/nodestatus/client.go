@@ -5,8 +5,9 @@
 //
 // It talks to the API server through client-go's REST client over a minimal scheme and plain
 // JSON bodies of its own small types (types.go) instead of the typed clientset and
-// k8s.io/api: the clientset links every API group into the binary, which costs about 9 MiB of
-// RSS on every node (see REFERENCE §5), and core/v1 alone 1.8 MB of binary.
+// k8s.io/api: the clientset links every API group into the binary (an agent built with it idled
+// at 26.6 MiB RSS against 17.4–17.9 MiB with the REST client, measured on 2 cores in 2026), and
+// core/v1 alone adds 1.8 MB of binary.
 package nodestatus
 
 import (

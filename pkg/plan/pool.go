@@ -61,8 +61,8 @@ var maxPoolBits = map[int]int{4: 26, 6: 122}
 
 // fallbackRanges are where a pod CIDR is looked for after the asked one, in order of
 // preference. kubeadm's podSubnet, when given, is the only place a pool may be. Otherwise
-// private space: 172.16.0.0/12 first because it is the range host networks use least (the
-// seed guide lands on 172.16.0.0/16); docker's bridges, which do live there, show up as host
+// private space: 172.16.0.0/12 first because it is the range host networks use least (a lab
+// VM with ens33 in 192.168.79.0/24 and libvirt's virbr0 lands on 172.16.0.0/16); docker's bridges, which do live there, show up as host
 // addresses and are avoided like any other. 10.0.0.0/8 is where corporate networks and cloud
 // VPCs live, and 192.168.0.0/16 where home and lab networks and Calico's own default do.
 func fallbackRanges(fam int, kubeadm []netip.Prefix) (ranges []netip.Prefix, fromKubeadm bool) {
