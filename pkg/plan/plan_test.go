@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"go4.org/netipx"
+
 	"github.com/calico-prep/calico-prep/pkg/calico"
 
 	"github.com/calico-prep/calico-prep/pkg/autodetect"
@@ -130,7 +132,7 @@ func checkPool(t *testing.T, hosts []plantest.Host, opts Options, pool Pool) {
 	if !r.IsValid() {
 		t.Fatalf("IPv%d: %s is in none of the searched ranges %v", pool.Family, pool.CIDR, pool.Searched)
 	}
-	for b := netip.PrefixFrom(r.Addr(), pool.Bits); b.Addr().Less(pool.CIDR.Addr()); b = netip.PrefixFrom(lastAddr(b).Next(), pool.Bits) {
+	for b := netip.PrefixFrom(r.Addr(), pool.Bits); b.Addr().Less(pool.CIDR.Addr()); b = netip.PrefixFrom(netipx.PrefixLastIP(b).Next(), pool.Bits) {
 		if collides(b) == "" {
 			t.Errorf("IPv%d: %s is free and comes before %s", pool.Family, b, pool.CIDR)
 			return
