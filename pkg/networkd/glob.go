@@ -163,22 +163,14 @@ func (g glob) satisfiable(i int) bool {
 }
 
 // allWithPrefix reports whether g matches every name that begins with prefix: after the prefix,
-// only '*' may be left.
+// only a '*' may be left.
 func (g glob) allWithPrefix(prefix string) bool {
 	for i, on := range g.run(prefix) {
-		if on && strings.Trim(g.kinds(i), "*") == "" {
+		if on && i == len(g)-1 && g[i].kind == '*' {
 			return true
 		}
 	}
 	return false
-}
-
-func (g glob) kinds(from int) string {
-	var b strings.Builder
-	for _, t := range g[from:] {
-		b.WriteByte(t.kind)
-	}
-	return b.String()
 }
 
 // nameSet is the set of interface names one of Calico's globs stands for: a fixed name, or

@@ -153,8 +153,9 @@ type linkProfile struct {
 }
 
 // profiles are Calico's interfaces as networkd sees them. Type= is networkd's link type: the
-// kernel's DEVTYPE where the driver sets one (vxlan, wireguard), else the ARP hardware type
-// (ether for veths, tunnel for ipip).
+// kernel's DEVTYPE where the driver sets one (vxlan, wireguard) and networkd has the link's
+// udev device, else the ARP hardware type (ether for veths and VXLAN, tunnel for ipip, none
+// for WireGuard). Both are taken as possible.
 func profiles() []linkProfile {
 	var out []linkProfile
 	for _, g := range calico.UnmanagedGlobs() {
@@ -185,7 +186,7 @@ func linkTypes(kind string) []string {
 	case "vxlan":
 		return []string{"vxlan", "ether"}
 	case "ipip":
-		return []string{"tunnel", "ipip"}
+		return []string{"tunnel"}
 	case "wireguard":
 		return []string{"wireguard", "none"}
 	}
@@ -311,7 +312,8 @@ func (nf networkFile) matches(p linkProfile) (bool, string, int) {
 			// networkd ignores an unknown key with a warning.
 			continue
 		}
-		if l.key == "Name" && first.key != "Name" {
+		// The report names the condition on the link: the name, else another one.
+		if l.key == "Name" && first.key != "Name" || slices.Contains(hostKeys, first.key) && !slices.Contains(hostKeys, l.key) {
 			first = l
 		}
 	}

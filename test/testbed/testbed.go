@@ -184,8 +184,8 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 		FirewalldVersion:      opts.FirewalldVersion,
 		NetworkManagerVersion: opts.NetworkManagerVersion,
 		FirewalldBackend:      opts.FirewalldBackend,
-		id:         hex.EncodeToString(idb[:]),
-		daemons:    map[string]*daemon{},
+		id:                    hex.EncodeToString(idb[:]),
+		daemons:               map[string]*daemon{},
 	}
 	defer func() {
 		if err != nil {
