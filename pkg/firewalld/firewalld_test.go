@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -61,13 +62,19 @@ func run(ctx context.Context, mode check.Mode, checks []check.Check) check.Repor
 	return r.Run(ctx, checks)
 }
 
+// counters are the packet counters iptables-nft puts on every rule of the iptables backend: they
+// move with traffic, not with configuration.
+var counters = regexp.MustCompile(`counter packets [0-9]+ bytes [0-9]+`)
+
+// nft is the node's whole ruleset, as nftables holds it for either firewalld backend (Debian's
+// iptables is iptables-nft), without packet counters.
 func nft(t testing.TB, ctx context.Context, n *testbed.Node) string {
 	t.Helper()
 	out, err := n.Exec(ctx, "nft", "list", "ruleset")
 	if err != nil {
 		t.Fatalf("nft list ruleset: %v", err)
 	}
-	return string(out)
+	return counters.ReplaceAllString(string(out), "counter")
 }
 
 // chain returns the body of one chain of firewalld's table in nft's listing.
@@ -78,6 +85,67 @@ func chain(ruleset, name string) string {
 	}
 	body, _, _ := strings.Cut(rest, "\n\t}")
 	return body
+}
+
+// ruleView reads back what firewalld wrote in the form of its backend: nft's listing of its own
+// table for nftables, iptables-save's filter table for iptables.
+type ruleView struct {
+	iptables bool
+	// allow is the zone's allow chain, dispatch the forward-policy dispatch chain, all the
+	// whole listing.
+	allow, dispatch, all string
+}
+
+func readRules(t testing.TB, ctx context.Context, n *testbed.Node, zone string) ruleView {
+	t.Helper()
+	if n.FirewalldBackend != "iptables" {
+		rs := nft(t, ctx, n)
+		return ruleView{allow: chain(rs, "filter_IN_"+zone+"_allow"), dispatch: chain(rs, "filter_FORWARD_POLICIES_pre"), all: rs}
+	}
+	out, err := n.Exec(ctx, "iptables-save", "-t", "filter")
+	if err != nil {
+		t.Fatalf("iptables-save: %v", err)
+	}
+	v := ruleView{iptables: true, all: string(out)}
+	for _, l := range strings.Split(v.all, "\n") {
+		if strings.HasPrefix(l, "-A IN_"+zone+"_allow ") {
+			v.allow += l + "\n"
+		}
+		if strings.HasPrefix(l, "-A FORWARD_POLICIES_pre ") {
+			v.dispatch += l + "\n"
+		}
+	}
+	return v
+}
+
+// port is how the backend writes an accepted port or range ("30000-32767").
+func (v ruleView) port(proto, port string) string {
+	if v.iptables {
+		return fmt.Sprintf("-p %s -m %s --dport %s -j ACCEPT", proto, proto, strings.ReplaceAll(port, "-", ":"))
+	}
+	return fmt.Sprintf("%s dport %s accept", proto, port)
+}
+
+func (v ruleView) protocol(name string) string {
+	if v.iptables {
+		return "-p " + name + " -j ACCEPT"
+	}
+	return "meta l4proto " + name + " accept"
+}
+
+// dispatches reports whether forwarded traffic to cali* goes to the policy.
+func (v ruleView) dispatches(policy string) bool {
+	if v.iptables {
+		return strings.Contains(v.dispatch, "-o cali+ -j FWD_"+policy)
+	}
+	return strings.Contains(v.dispatch, policy) && strings.Contains(v.dispatch, `oifname "cali*"`)
+}
+
+func (v ruleView) source(cidr string) string {
+	if v.iptables {
+		return "-s " + cidr + " -j ACCEPT"
+	}
+	return "ip saddr " + cidr + " accept"
 }
 
 func readFile(t testing.TB, path string) []byte {
@@ -151,19 +219,18 @@ func TestApplyReadBack(t *testing.T) {
 		}
 	}
 
-	// Read back with nft in the node's namespace.
-	rs := nft(t, ctx, n)
-	in := chain(rs, "filter_IN_"+defaultZone+"_allow")
-	for _, want := range []string{"tcp dport 179 accept", "tcp dport 5473 accept", "udp dport 51820 accept",
-		"udp dport 51821 accept", "tcp dport 30000-32767 accept", "meta l4proto ipencap accept"} {
-		if !strings.Contains(in, want) {
-			t.Errorf("chain filter_IN_%s_allow lacks %q:\n%s", defaultZone, want, in)
+	// Read back in the node's namespace, as the backend (nftables or iptables) wrote it.
+	v := readRules(t, ctx, n, defaultZone)
+	for _, want := range []string{v.port("tcp", "179"), v.port("tcp", "5473"), v.port("udp", "51820"),
+		v.port("udp", "51821"), v.port("tcp", "30000-32767"), v.protocol("ipencap")} {
+		if !strings.Contains(v.allow, want) {
+			t.Errorf("zone %s's allow chain lacks %q:\n%s", defaultZone, want, v.allow)
 		}
 	}
-	if fwd := chain(rs, "filter_FORWARD_POLICIES_pre"); !strings.Contains(fwd, firewalld.ForwardingPolicy) || !strings.Contains(fwd, `oifname "cali*"`) {
-		t.Errorf("forward policy dispatch lacks %s for cali*:\n%s", firewalld.ForwardingPolicy, fwd)
+	if !v.dispatches(firewalld.ForwardingPolicy) {
+		t.Errorf("forward policy dispatch lacks %s for cali*:\n%s", firewalld.ForwardingPolicy, v.dispatch)
 	}
-	if !strings.Contains(rs, `ip saddr 10.65.128.0/24 accept`) {
+	if !strings.Contains(v.all, v.source("10.65.128.0/24")) {
 		t.Errorf("ruleset lacks the pod CIDR rule of %s", firewalld.PodCIDRPolicy)
 	}
 	zoneFile := string(readFile(t, filepath.Join(n.FirewalldDir, "zones", defaultZone+".xml")))
@@ -463,7 +530,7 @@ func TestStaysApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, reports, "after restart")
-	if !strings.Contains(chain(nft(t, ctx, n), "filter_IN_"+defaultZone+"_allow"), "tcp dport 179 accept") {
+	if v := readRules(t, ctx, n, defaultZone); !strings.Contains(v.allow, v.port("tcp", "179")) {
 		t.Error("ruleset lacks 179/tcp after the restart")
 	}
 }
