@@ -118,19 +118,37 @@ func readRules(t testing.TB, ctx context.Context, n *testbed.Node, zone string) 
 	return v
 }
 
-// port is how the backend writes an accepted port or range ("30000-32767").
-func (v ruleView) port(proto, port string) string {
-	if v.iptables {
-		return fmt.Sprintf("-p %s -m %s --dport %s -j ACCEPT", proto, proto, strings.ReplaceAll(port, "-", ":"))
+// rule is one accept rule as the backend lists it: a line that holds match and ends with the
+// verdict. Between them firewalld versions differ (0.9 adds "ct state { new,
+// untracked }").
+type rule struct{ match, verdict string }
+
+func (r rule) String() string { return r.match + " … " + r.verdict }
+
+// in reports whether a line of listing is the rule.
+func (r rule) in(listing string) bool {
+	for _, l := range strings.Split(listing, "\n") {
+		l = strings.TrimSpace(l)
+		if strings.Contains(l, r.match+" ") && strings.HasSuffix(l, " "+r.verdict) {
+			return true
+		}
 	}
-	return fmt.Sprintf("%s dport %s accept", proto, port)
+	return false
 }
 
-func (v ruleView) protocol(name string) string {
+// port is how the backend writes an accepted port or range ("30000-32767").
+func (v ruleView) port(proto, port string) rule {
 	if v.iptables {
-		return "-p " + name + " -j ACCEPT"
+		return rule{fmt.Sprintf("-A IN_%s_allow -p %s -m %s --dport %s", defaultZone, proto, proto, strings.ReplaceAll(port, "-", ":")), "-j ACCEPT"}
 	}
-	return "meta l4proto " + name + " accept"
+	return rule{fmt.Sprintf("%s dport %s", proto, port), "accept"}
+}
+
+func (v ruleView) protocol(name string) rule {
+	if v.iptables {
+		return rule{"-A IN_" + defaultZone + "_allow -p " + name, "-j ACCEPT"}
+	}
+	return rule{"meta l4proto " + name, "accept"}
 }
 
 // dispatches reports whether forwarded traffic to cali* goes to the policy.
@@ -138,14 +156,20 @@ func (v ruleView) dispatches(policy string) bool {
 	if v.iptables {
 		return strings.Contains(v.dispatch, "-o cali+ -j FWD_"+policy)
 	}
-	return strings.Contains(v.dispatch, policy) && strings.Contains(v.dispatch, `oifname "cali*"`)
+	for _, l := range strings.Split(v.dispatch, "\n") {
+		// One interface ("oifname "cali*" jump …") or a set of them ("oifname { "cali*", … }").
+		if strings.Contains(l, policy) && strings.Contains(l, "oifname ") && strings.Contains(l, `"cali*"`) {
+			return true
+		}
+	}
+	return false
 }
 
-func (v ruleView) source(cidr string) string {
+func (v ruleView) source(cidr string) rule {
 	if v.iptables {
-		return "-s " + cidr + " -j ACCEPT"
+		return rule{"-s " + cidr, "-j ACCEPT"}
 	}
-	return "ip saddr " + cidr + " accept"
+	return rule{"ip saddr " + cidr, "accept"}
 }
 
 func readFile(t testing.TB, path string) []byte {
@@ -221,16 +245,31 @@ func TestApplyReadBack(t *testing.T) {
 
 	// Read back in the node's namespace, as the backend (nftables or iptables) wrote it.
 	v := readRules(t, ctx, n, defaultZone)
-	for _, want := range []string{v.port("tcp", "179"), v.port("tcp", "5473"), v.port("udp", "51820"),
+	for _, want := range []rule{v.port("tcp", "179"), v.port("tcp", "5473"), v.port("udp", "51820"),
 		v.port("udp", "51821"), v.port("tcp", "30000-32767"), v.protocol("ipencap")} {
-		if !strings.Contains(v.allow, want) {
+		if !want.in(v.allow) {
 			t.Errorf("zone %s's allow chain lacks %q:\n%s", defaultZone, want, v.allow)
 		}
 	}
-	if !v.dispatches(firewalld.ForwardingPolicy) {
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.FirewalldVersion != testbed.Debian && info.Version != n.FirewalldVersion {
+		t.Fatalf("firewalld reports version %s, the test bed was asked for %s", info.Version, n.FirewalldVersion)
+	}
+	switch {
+	case strings.HasPrefix(info.Version, "0.") && !v.iptables:
+		// firewalld 0.9's nftables backend puts the egress zone's interfaces into an nft set
+		// without turning "cali+" into "cali*", so the policy never sees traffic to workload
+		// veths (it still sees tunl0 and the other fixed names). Known gap; README says so.
+		if !strings.Contains(v.dispatch, `"cali+"`) || v.dispatches(firewalld.ForwardingPolicy) {
+			t.Errorf("firewalld %s's forward policy dispatch changed; revisit the known gap:\n%s", info.Version, v.dispatch)
+		}
+	case !v.dispatches(firewalld.ForwardingPolicy):
 		t.Errorf("forward policy dispatch lacks %s for cali*:\n%s", firewalld.ForwardingPolicy, v.dispatch)
 	}
-	if !strings.Contains(v.all, v.source("10.65.128.0/24")) {
+	if !v.source("10.65.128.0/24").in(v.all) {
 		t.Errorf("ruleset lacks the pod CIDR rule of %s", firewalld.PodCIDRPolicy)
 	}
 	zoneFile := string(readFile(t, filepath.Join(n.FirewalldDir, "zones", defaultZone+".xml")))
@@ -530,7 +569,7 @@ func TestStaysApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, reports, "after restart")
-	if v := readRules(t, ctx, n, defaultZone); !strings.Contains(v.allow, v.port("tcp", "179")) {
+	if v := readRules(t, ctx, n, defaultZone); !v.port("tcp", "179").in(v.allow) {
 		t.Error("ruleset lacks 179/tcp after the restart")
 	}
 }
