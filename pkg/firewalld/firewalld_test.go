@@ -164,7 +164,11 @@ func (v ruleView) dispatches(policy string) bool {
 			return true
 		}
 	}
-	return false
+	// firewalld 2.x: traffic to cali* goes to a chain per zone pair ("filter_FWD_public_to_
+	// calico-prep"), which jumps to the policy.
+	pair := chain(v.all, "filter_FWD_"+defaultZone+"_to_"+firewalld.ForwardingZone)
+	return strings.Contains(v.all, `oifname "cali*" jump filter_FWD_`+defaultZone+"_to_"+firewalld.ForwardingZone) &&
+		strings.Contains(pair, "jump filter_FWD_policy_"+policy)
 }
 
 func (v ruleView) source(cidr string) rule {
