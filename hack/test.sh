@@ -30,6 +30,7 @@ step "install Debian packages" hack/install-deps.sh
 step "build kube-apiserver/etcd" hack/build-kube.sh
 step "build lint tools" hack/tools.sh
 step "build helm" hack/helm.sh
+step "build firewalld/NetworkManager matrix" hack/build-upstream.sh all
 gofmt_clean() {
   local files out
   mapfile -t files < <(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
@@ -46,6 +47,7 @@ step "gofmt" gofmt_clean
 step "go vet" go vet ./...
 step "golangci-lint" hack/lint.sh
 step "go test -race" go test -race -count=1 -timeout 40m ./...
+step "version matrix" hack/test-matrix.sh
 step "fuzz (${FUZZTIME:-10s} each)" hack/fuzz.sh
 step "govulncheck" hack/vulncheck.sh
 

@@ -47,7 +47,7 @@ func TestBadInputExitsTwoWithOneLine(t *testing.T) {
 		{name: "unknown check name", args: []string{"cleanup", "--disable-checks=kernel/module/xt_sett"},
 			want: `--disable-checks: unknown check "kernel/module/xt_sett": valid areas are kernel,`},
 		{name: "check of a port this configuration does not open", args: []string{"check", "--bgp=false", "--encapsulation=vxlan", "--disable-checks=firewalld/port-179-tcp"},
-			want: `--disable-checks: unknown check "firewalld/port-179-tcp": valid areas are kernel, autodetect, cidr, links, networkmanager, firewalld; the firewalld checks of this configuration are firewalld/running, firewalld/port-4789-udp,`},
+			want: `--disable-checks: unknown check "firewalld/port-179-tcp": valid areas are kernel, autodetect, cidr, links, networkmanager, firewalld, networkd; the firewalld checks of this configuration are firewalld/running, firewalld/port-4789-udp,`},
 		{name: "positional argument", args: []string{"check", "extra"}, want: `unexpected argument "extra"`},
 	}
 	for _, tt := range tests {

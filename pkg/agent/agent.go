@@ -150,6 +150,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		// try again later while the system bus is away.
 		fw, nm := a.host.Connect(pctx)
 		a.watchClients(spawn, fw, nm)
+		a.watchNetworkd(spawn, a.host.takeFreshNetworkd())
 		if a.host.Disconnected() {
 			time.AfterFunc(a.dialRetry.Next(), a.Poke)
 		} else {

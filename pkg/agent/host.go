@@ -1,4 +1,4 @@
-// Package agent wires the system packages (links, kernel, firewalld, networkmanager) and the
+// Package agent wires the system packages (links, kernel, firewalld, networkmanager, networkd) and the
 // logic packages (autodetect, cidr) into one ordered list of checks, runs passes over them, and
 // runs the daemon: events in, checks run, status out to the Node and to metrics.
 package agent
@@ -39,6 +39,8 @@ type Host struct {
 	links *links.Client
 	fw    *firewalld.Client // nil while there is no system bus or firewalld is off
 	nm    *networkmanager.Client
+	// networkd is guarded by mu, like the checks.
+	networkd networkdConn
 
 	// snap holds one netlink snapshot per pass, shared by every check that reads links and
 	// by the report of the pass.
@@ -78,7 +80,7 @@ func kernelChecks(cfg config.Config) []check.Check {
 // be named on a host where they are off or absent.
 func ValidateDisabled(cfg config.Config) error {
 	probe := cfg
-	probe.Firewalld, probe.NetworkManager = config.ModeOn, config.ModeOn
+	probe.Firewalld, probe.NetworkManager, probe.Networkd = config.ModeOn, config.ModeOn, config.ModeOn
 	h := &Host{cfg: probe, log: slog.New(slog.DiscardHandler), kernel: kernelChecks(probe)}
 	return cfg.DisableChecks.Validate("--disable-checks", h.buildChecks())
 }
@@ -93,6 +95,7 @@ func (h *Host) Close() {
 	if h.nm != nil {
 		_ = h.nm.Close()
 	}
+	h.dropNetworkd(h.networkd.client)
 	_ = h.links.Close()
 }
 
@@ -121,6 +124,7 @@ func (h *Host) Connect(ctx context.Context) (fw *firewalld.Client, nm *networkma
 			h.log.Debug("system bus not reachable for NetworkManager", "err", err)
 		}
 	}
+	nd := h.dialNetworkd(ctx)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if fw != nil {
@@ -129,7 +133,8 @@ func (h *Host) Connect(ctx context.Context) (fw *firewalld.Client, nm *networkma
 	if nm != nil {
 		h.nm = nm
 	}
-	if fw != nil || nm != nil {
+	h.setNetworkd(nd)
+	if fw != nil || nm != nil || nd != nil {
 		h.checks = h.buildChecks()
 	}
 	return fw, nm
@@ -139,7 +144,8 @@ func (h *Host) Connect(ctx context.Context) (fw *firewalld.Client, nm *networkma
 func (h *Host) Disconnected() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.cfg.Firewalld != config.ModeOff && h.fw == nil || h.cfg.NetworkManager != config.ModeOff && h.nm == nil
+	return h.cfg.Firewalld != config.ModeOff && h.fw == nil || h.cfg.NetworkManager != config.ModeOff && h.nm == nil ||
+		h.networkdDisconnected()
 }
 
 // Disconnect drops a client whose connection ended (its watch closed), so the next pass dials
@@ -154,6 +160,7 @@ func (h *Host) Disconnect(client any) {
 	case h.nm != nil && client == h.nm:
 		_ = h.nm.Close()
 		h.nm = nil
+	case h.dropNetworkd(client):
 	default:
 		return
 	}
@@ -240,6 +247,7 @@ func (h *Host) buildChecks() []check.Check {
 		},
 	})...)
 	checks = append(checks, firewalld.Checks(h.fw, firewalldOptions(cfg, h.nodeInterface, h.log))...)
+	checks = append(checks, h.networkdChecks()...)
 	return checks
 }
 
@@ -324,9 +332,13 @@ func (h *Host) Report(ctx context.Context, rep check.Report) report.Node {
 			if dev, ok := strings.CutPrefix(k, check.FactUnmanagedPrefix); ok && v == "true" && !strings.HasPrefix(dev, calico.WorkloadPrefix) {
 				n.Unmanaged = append(n.Unmanaged, dev)
 			}
+			if dev, ok := strings.CutPrefix(k, check.FactNetworkdUnmanagedPrefix); ok && v == "true" && !strings.HasPrefix(dev, calico.WorkloadPrefix) {
+				n.NetworkdUnmanaged = append(n.NetworkdUnmanaged, dev)
+			}
 		}
 	}
 	slices.Sort(n.Unmanaged)
+	slices.Sort(n.NetworkdUnmanaged)
 	return n
 }
 

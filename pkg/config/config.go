@@ -58,11 +58,18 @@ type Config struct {
 	NetworkManager               Mode
 	NetworkManagerConfDir        string
 	NetworkManagerExtraUnmanaged []string
-	Kubeconfig                   string
-	MetricsBindAddress           string
-	ResyncInterval               time.Duration
-	DryRun                       bool
-	Once                         bool
+
+	Networkd        Mode
+	NetworkdConfDir string
+	// NetworkdKeepForeignRoutes writes the networkd.conf drop-in that stops networkd removing
+	// routes it did not create (--networkd-foreign-routes=keep).
+	NetworkdKeepForeignRoutes bool
+
+	Kubeconfig         string
+	MetricsBindAddress string
+	ResyncInterval     time.Duration
+	DryRun             bool
+	Once               bool
 }
 
 // DefaultMetricsBindAddress is where /metrics, /healthz and /readyz listen by default.
@@ -115,7 +122,7 @@ func options() []option {
 			set: func(c *Config, f, v string) (err error) { c.StateDir, err = parseAbsPath(f, v); return }},
 		{flag: "node-name", env: "NODE_NAME", usage: "this node's name (default: the host name)",
 			set: func(c *Config, f, v string) (err error) { c.NodeName, err = parseNodeName(f, v); return }},
-		{flag: "disable-checks", usage: "comma-separated areas (kernel, cidr, autodetect, links, firewalld, networkmanager) or check names to turn off",
+		{flag: "disable-checks", usage: "comma-separated areas (kernel, cidr, autodetect, links, firewalld, networkmanager, networkd) or check names to turn off",
 			set: func(c *Config, f, v string) (err error) { c.DisableChecks, err = check.ParseSelector(f, v); return }},
 		{flag: "firewalld", def: "auto", usage: "auto, on or off: manage firewalld when present, require it, or leave it alone",
 			set: func(c *Config, f, v string) (err error) { c.Firewalld, err = ParseMode(f, v); return }},
@@ -133,6 +140,19 @@ func options() []option {
 			set: func(c *Config, f, v string) (err error) {
 				c.NetworkManagerExtraUnmanaged, err = ParseInterfaceGlobs(f, v)
 				return
+			}},
+		{flag: "networkd", def: "auto", usage: "auto, on or off: keep Calico's interfaces unmanaged by systemd-networkd",
+			set: func(c *Config, f, v string) (err error) { c.Networkd, err = ParseMode(f, v); return }},
+		{flag: "networkd-conf-dir", def: "/etc/systemd/network", usage: "where the .network file is written; networkd.conf and networkd.conf.d are read and written next to it",
+			set: func(c *Config, f, v string) (err error) { c.NetworkdConfDir, err = parseAbsPath(f, v); return }},
+		{flag: "networkd-foreign-routes", def: "keep", usage: "keep: make systemd-networkd keep routes and rules it did not create (Calico's), via a networkd.conf drop-in; off: leave networkd.conf alone",
+			set: func(c *Config, f, v string) error {
+				switch v {
+				case "keep", "off":
+					c.NetworkdKeepForeignRoutes = v == "keep"
+					return nil
+				}
+				return fmt.Errorf("%s: unknown value %q: want keep or off", f, v)
 			}},
 		{flag: "kubeconfig", daemon: true, env: "KUBECONFIG", usage: "kubeconfig for Node reporting (default: in-cluster, else standalone)",
 			set: func(c *Config, f, v string) error { c.Kubeconfig = v; return nil }},

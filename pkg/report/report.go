@@ -39,6 +39,8 @@ type Node struct {
 	Firewall []string `json:"firewall,omitempty"`
 	// Unmanaged are the Calico devices NetworkManager leaves unmanaged.
 	Unmanaged []string `json:"unmanaged,omitempty"`
+	// NetworkdUnmanaged are the Calico links systemd-networkd leaves unmanaged.
+	NetworkdUnmanaged []string `json:"networkdUnmanaged,omitempty"`
 	// Advice holds recommendations that are not failures (e.g. Typha above 50 nodes). It
 	// changes only when the recommendation does, not with every change in the node count.
 	Advice []string `json:"advice,omitempty"`

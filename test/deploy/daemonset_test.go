@@ -51,15 +51,30 @@ func testbedPaths(t testing.TB, node *testbed.Node) map[string]string {
 		return t.TempDir()
 	}
 	return map[string]string{
-		"/run/dbus":                  filepath.Dir(strings.TrimPrefix(node.BusAddress, "unix:path=")),
-		"/etc/NetworkManager/conf.d": node.NMConfDir,
-		"/var/lib/calico-prep":       node.StateDir,
-		"/proc":                      "/proc",
-		"/sys":                       "/sys",
-		"/lib/modules":               orEmpty("/lib/modules"),
-		"/boot":                      orEmpty("/boot"),
-		"/var/lib/calico":            t.TempDir(),
+		"/run/dbus":                    filepath.Dir(strings.TrimPrefix(node.BusAddress, "unix:path=")),
+		"/etc/NetworkManager/conf.d":   node.NMConfDir,
+		"/etc/systemd":                 filepath.Dir(node.NetworkdConfDir),
+		"/etc/systemd/network":         node.NetworkdConfDir,
+		"/etc/systemd/networkd.conf.d": mkdir(t, filepath.Join(filepath.Dir(node.NetworkdConfDir), "networkd.conf.d")),
+		"/run/systemd/network":         mkdir(t, filepath.Join(node.Dir, "run", "systemd", "network")),
+		"/usr/lib/systemd":             "/usr/lib/systemd",
+		"/var/lib/calico-prep":         node.StateDir,
+		"/proc":                        "/proc",
+		"/sys":                         "/sys",
+		"/lib/modules":                 orEmpty("/lib/modules"),
+		"/boot":                        orEmpty("/boot"),
+		"/var/lib/calico":              t.TempDir(),
 	}
+}
+
+// mkdir creates a directory the way a DirectoryOrCreate volume (or the runtime, for a missing
+// bind-mount source) does.
+func mkdir(t testing.TB, dir string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // imageEntrypoint is the Dockerfile's ENTRYPOINT, the command the DaemonSet's args follow.

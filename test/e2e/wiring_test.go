@@ -94,16 +94,22 @@ func TestFirewalldReloadAndRestartReapplyRules(t *testing.T) {
 }
 
 // nftHasPort looks for the port's accept rule in the node's nftables ruleset, where firewalld
-// puts what it is told: the kernel, not only firewalld's word.
+// puts what it is told: the kernel, not only firewalld's word. With firewalld's iptables backend
+// the rule is read with iptables-save (iptables-nft keeps it in nftables too, in iptables' form).
 func nftHasPort(t testing.TB, e *env, p port) {
 	t.Helper()
-	out, err := e.node.Exec(context.Background(), "nft", "list", "ruleset")
+	argv := []string{"nft", "list", "ruleset"}
+	want := fmt.Sprintf("%s dport %s accept", p.proto, p.num)
+	if e.node.FirewalldBackend == "iptables" {
+		argv = []string{"iptables-save", "-t", "filter"}
+		want = fmt.Sprintf("-p %s -m %s --dport %s -j ACCEPT", p.proto, p.proto, p.num)
+	}
+	out, err := e.node.Exec(context.Background(), argv[0], argv[1:]...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("%s dport %s accept", p.proto, p.num)
 	if !strings.Contains(string(out), want) {
-		t.Errorf("node's nftables have no %q:\n%s", want, out)
+		t.Errorf("node's rules have no %q:\n%s", want, out)
 	}
 }
 

@@ -435,7 +435,7 @@ func TestDownIsIdempotentAndStopsEverything(t *testing.T) {
 func TestHostUnchanged(t *testing.T) {
 	ctx := testContext(t)
 	before := snapshotHost(t, ctx, "hostcheck")
-	n, err := Start(ctx, Options{Name: "hostcheck", Firewalld: true, NetworkManager: true, Calico: true})
+	n, err := Start(ctx, Options{Name: "hostcheck", Firewalld: true, NetworkManager: true, Networkd: true, Calico: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,6 +457,12 @@ func TestHostUnchanged(t *testing.T) {
 		t.Error(err)
 	}
 	if err := n.StartNetworkManager(ctx); err != nil {
+		t.Error(err)
+	}
+	if err := n.StopNetworkd(ctx); err != nil {
+		t.Error(err)
+	}
+	if err := n.StartNetworkd(ctx); err != nil {
 		t.Error(err)
 	}
 	during := snapshotHost(t, ctx, "hostcheck")
