@@ -208,7 +208,7 @@ func (n *Node) startDaemonWith(name string, extra launchExtra, argv ...string) (
 	if running != nil && !running.Exited() {
 		return nil, fmt.Errorf("start %s: already running as pid %d", name, running.Pid)
 	}
-	d, err := n.launchWith(name, extra, argv...)
+	d, err := n.launch(name, extra, argv...)
 	if err != nil {
 		return nil, err
 	}

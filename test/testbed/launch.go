@@ -62,12 +62,6 @@ exec "$@"
 // daemon is a process the node started, under the name it is known by ("firewalld").
 type daemon = testkit.Proc
 
-// launch starts argv inside the node: a network namespace that is not the host's (checked
-// here and again by the launcher right before exec) and a private mount namespace.
-func (n *Node) launch(name string, argv ...string) (*daemon, error) {
-	return n.launchWith(name, launchExtra{}, argv...)
-}
-
 // launchExtra is what a daemon needs beyond the node's private directories.
 type launchExtra struct {
 	// env is added to the daemon's environment.
@@ -77,7 +71,9 @@ type launchExtra struct {
 	binds map[string]string
 }
 
-func (n *Node) launchWith(name string, extra launchExtra, argv ...string) (*daemon, error) {
+// launch starts argv inside the node: a network namespace that is not the host's (checked
+// here and again by the launcher right before exec) and a private mount namespace.
+func (n *Node) launch(name string, extra launchExtra, argv ...string) (*daemon, error) {
 	if n.NetNS == "" || n.Dir == "" {
 		return nil, fmt.Errorf("start %s: node has no namespace or directory", name)
 	}
