@@ -98,19 +98,24 @@ func TestFirewalldReloadAndRestartReapplyRules(t *testing.T) {
 // the rule is read with iptables-save (iptables-nft keeps it in nftables too, in iptables' form).
 func nftHasPort(t testing.TB, e *env, p port) {
 	t.Helper()
+	// A line that starts with the match and ends with the verdict: firewalld 0.9 puts
+	// "ct state { new, untracked }" between them.
 	argv := []string{"nft", "list", "ruleset"}
-	want := fmt.Sprintf("%s dport %s accept", p.proto, p.num)
+	match, verdict := fmt.Sprintf("%s dport %s ", p.proto, p.num), " accept"
 	if e.node.FirewalldBackend == "iptables" {
 		argv = []string{"iptables-save", "-t", "filter"}
-		want = fmt.Sprintf("-p %s -m %s --dport %s -j ACCEPT", p.proto, p.proto, p.num)
+		match, verdict = fmt.Sprintf("-p %s -m %s --dport %s ", p.proto, p.proto, p.num), " -j ACCEPT"
 	}
 	out, err := e.node.Exec(context.Background(), argv[0], argv[1:]...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(out), want) {
-		t.Errorf("node's rules have no %q:\n%s", want, out)
+	for _, l := range strings.Split(string(out), "\n") {
+		if l = strings.TrimSpace(l); strings.Contains(l, match) && strings.HasSuffix(l, verdict) {
+			return
+		}
 	}
+	t.Errorf("node's rules have no %q … %q:\n%s", match, verdict, out)
 }
 
 // TestNetworkManagerRestartAndNewVeth: the drop-in goes missing while NetworkManager runs
