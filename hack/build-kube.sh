@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver and kubectl from the Go module proxy (no release downloads are
-# reachable here) into a cache outside the work tree, keyed by version. A warm cache returns at once.
-# Usage: hack/build-kube.sh            prints the directory holding the three binaries
+# Builds etcd, kube-apiserver, kubectl and the rest of a cluster (kube-controller-manager,
+# kube-scheduler, kubelet, kube-proxy) from the Go module proxy (no release downloads are reachable
+# here) into a cache outside the work tree, keyed by version, in one `go build` so the packages the
+# binaries share compile once. A warm cache returns at once.
+# Usage: hack/build-kube.sh            prints the directory holding the binaries
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 cache=${CALICO_PREP_CACHE:-/var/cache/calico-prep}
 out="$cache/kube-$KUBE_VERSION"
-if [[ -x $out/kube-apiserver && -x $out/kubectl && -x $out/etcd ]]; then
+binaries=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy)
+complete() {
+  local b
+  for b in "${binaries[@]}"; do
+    [[ -x $out/$b ]] || return 1
+  done
+}
+if complete; then
   echo "$out"
   exit 0
 fi
@@ -18,7 +27,7 @@ fi
 mkdir -p "$cache"
 exec 9>"$cache/.kube-$KUBE_VERSION.lock"
 flock 9
-if [[ -x $out/kube-apiserver && -x $out/kubectl && -x $out/etcd ]]; then
+if complete; then
   echo "$out"
   exit 0
 fi
@@ -38,7 +47,11 @@ go 1.26
 
 tool (
 	k8s.io/kubernetes/cmd/kube-apiserver
+	k8s.io/kubernetes/cmd/kube-controller-manager
+	k8s.io/kubernetes/cmd/kube-proxy
+	k8s.io/kubernetes/cmd/kube-scheduler
 	k8s.io/kubernetes/cmd/kubectl
+	k8s.io/kubernetes/cmd/kubelet
 )
 MOD
 # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local paths;
@@ -63,7 +76,9 @@ go get "k8s.io/kubernetes@$KUBE_VERSION" "go.etcd.io/etcd/server/v3@$etcd_versio
 go mod tidy >&2
 mkdir -p "$work/bin"
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/bin/" \
-  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./etcd >&2
+  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+  k8s.io/kubernetes/cmd/kubelet ./etcd >&2
 mkdir -p "$out.tmp"
 mv "$work/bin/"* "$out.tmp/"
 rm -rf "$out"

@@ -10,7 +10,7 @@
 source "$(dirname "$0")/lib.sh"
 
 packages=(dbus firewalld network-manager nftables python3-nftables iproute2 iptables prometheus
-  make git ca-certificates jq shellcheck)
+  make git ca-certificates jq shellcheck runc)
 policy=${POLICY_RC_D:-/usr/sbin/policy-rc.d}
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
