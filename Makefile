@@ -3,7 +3,11 @@ SHELL := /bin/bash
 export PATH := /usr/local/go/bin:$(PATH)
 # Go 1.27.3 (from the Go module proxy) fixes vulnerabilities in 1.26's standard library.
 export GOTOOLCHAIN := go1.27.3
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Evaluated once: a recursive variable would re-run git at each use, and a tree that changes
+# during `make image` would give the binary and the image tag different versions.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
 # The one build command; the Dockerfile runs the same line.
 GOBUILD = CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 

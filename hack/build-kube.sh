@@ -11,11 +11,16 @@ KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 cache=${CALICO_PREP_CACHE:-/var/cache/calico-prep}
 out="$cache/kube-$KUBE_VERSION"
 binaries=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy)
+# Without the version stamped in, every binary reports v0.0.0-master: kubelets register with that
+# version and Helm refuses charts that require a Kubernetes version. A cache built without it
+# lacks the stamp file and is rebuilt.
+stamp=".version-stamped"
 complete() {
   local b
   for b in "${binaries[@]}"; do
     [[ -x $out/$b ]] || return 1
   done
+  [[ -f $out/$stamp ]]
 }
 if complete; then
   echo "$out"
@@ -75,12 +80,19 @@ GO
 go get "k8s.io/kubernetes@$KUBE_VERSION" "go.etcd.io/etcd/server/v3@$etcd_version" >&2
 go mod tidy >&2
 mkdir -p "$work/bin"
-CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/bin/" \
+minor=${KUBE_VERSION#v1.}
+minor=${minor%%.*}
+ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+done
+CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$work/bin/" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
   k8s.io/kubernetes/cmd/kubelet ./etcd >&2
 mkdir -p "$out.tmp"
 mv "$work/bin/"* "$out.tmp/"
+touch "$out.tmp/$stamp"
 rm -rf "$out"
 mv "$out.tmp" "$out"
 echo "$out"
