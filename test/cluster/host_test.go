@@ -71,7 +71,7 @@ func snapshotHost(t *testing.T) hostState {
 		}
 	}
 	for _, cmd := range [][]string{{"nft", "list", "ruleset"}, {"iptables-save"}, {"ip6tables-save"}, {"iptables-legacy-save"}} {
-		out, err := exec.CommandContext(t.Context(), cmd[0], cmd[1:]...).CombinedOutput()
+		out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput() // also at Cleanup, when t.Context is done
 		if err != nil {
 			if _, lookErr := exec.LookPath(cmd[0]); lookErr != nil {
 				continue

@@ -75,6 +75,12 @@ func (n *Node) up(ctx context.Context, c *Cluster, images []string) error {
 	if err := makeCgroupRoot(hierarchies, n.CgroupRoot); err != nil {
 		return err
 	}
+	// A Kubernetes node forwards (kubeadm's preflight requires it); a fresh namespace does not.
+	if err := testbed.InNetNS(n.NetNS, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+	}); err != nil {
+		return fmt.Errorf("node %s: turn on forwarding: %w", n.Name, err)
+	}
 	n.launcher = &nodeLauncher{tb: n.Node, dir: n.Dir, cgroup: n.CgroupRoot, hierarchies: hierarchies, logDir: n.LogDir}
 	if err := n.launcher.startRoot(); err != nil {
 		return err
