@@ -119,22 +119,29 @@ func Up(t testing.TB, opts Options) *Cluster {
 	phase("nodes", func() error {
 		for i := range opts.Nodes {
 			name := fmt.Sprintf("node-%c", 'a'+i)
-			tb := testbed.Up(t, testbed.Options{
+			tb, err := testbed.Start(ctx, testbed.Options{
 				Name: name, Firewalld: true, NetworkManager: true, Debug: opts.Debug,
 				UplinkAddr: netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 30, byte(i + 1), 2}), 24),
 			})
+			if err != nil {
+				return err
+			}
 			n := &Node{Node: tb}
 			c.Nodes = append(c.Nodes, n)
+			// The node's processes stop before the test bed takes its namespaces down.
 			t.Cleanup(func() {
 				if t.Failed() {
-					for _, p := range []string{"holder", "containerd", "kubelet", "kube-proxy"} {
+					for _, p := range []string{"holder", "containerd", "kubelet", "kube-proxy", "dbus", "firewalld", "NetworkManager"} {
 						t.Logf("node %s: tail of %s.log:\n%s", n.Name, p, testkit.Tail(n.LogPath(p), 25))
 					}
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 				defer cancel()
 				if err := n.down(ctx); err != nil {
 					t.Errorf("stop node %s: %v", n.Name, err)
+				}
+				if err := tb.Down(ctx); err != nil {
+					t.Errorf("tear down node %s: %v", n.Name, err)
 				}
 			})
 			if err := c.route(ctx, i, n); err != nil {
@@ -201,6 +208,13 @@ func (c *Cluster) startControlPlane(t testing.TB) error {
 	}
 	c.scheduler, err = c.startLocal("kube-scheduler",
 		"--kubeconfig="+schedConfig, "--secure-port=0", "--leader-elect=false", "--v=1")
+	t.Cleanup(func() {
+		for _, p := range []*testkit.Proc{c.scheduler, c.kcm} {
+			if p != nil {
+				_ = stop(p)
+			}
+		}
+	})
 	return err
 }
 

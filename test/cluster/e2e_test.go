@@ -278,10 +278,15 @@ func release(t *testing.T, n *Node) {
 // what deploy/base asks for.
 func agentPodAsManifestSays(t *testing.T, c *Cluster, n *Node) {
 	t.Helper()
-	pod := podsOn(t, c, "calico-prep", "app.kubernetes.io/name=calico-prep")[n.Name]
-	if pod.Name == "" || pod.Status.Phase != corev1.PodRunning || !podReady(pod) {
-		t.Fatalf("agent pod on %s: %s %s, want Running and Ready", n.Name, pod.Name, pod.Status.Phase)
-	}
+	var pod corev1.Pod
+	// Ready follows /readyz at the probe's next period.
+	testkit.Eventually(t, time.Minute, func() string {
+		pod = podsOn(t, c, "calico-prep", "app.kubernetes.io/name=calico-prep")[n.Name]
+		if pod.Name == "" || pod.Status.Phase != corev1.PodRunning || !podReady(pod) {
+			return fmt.Sprintf("agent pod on %s: %q %s, want Running and Ready", n.Name, pod.Name, pod.Status.Phase)
+		}
+		return ""
+	})
 	tk := containerOf(t, n, pod, "agent")
 	s := specOf(t, n, tk.id)
 	if !slices.Contains(s.Process.Env, "NODE_NAME="+n.Name) {
@@ -350,31 +355,32 @@ func preparedFromOutside(t *testing.T, n *Node) {
 // metrics scrapes the agent on node from inside the node, as the kubelet's probes do.
 func metrics(t *testing.T, n *Node) string {
 	t.Helper()
-	var body string
-	err := n.Do(func() error {
-		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-		resp, err := client.Get("http://" + net.JoinHostPort(n.UplinkAddr.Addr().String(), "9476") + "/metrics")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		body = string(b)
-		return err
-	})
+	resp, err := httpIn(n.NetNS, nil).Get("http://" + net.JoinHostPort(n.UplinkAddr.Addr().String(), "9476") + "/metrics")
 	if err != nil {
 		t.Fatalf("scrape the agent on %s: %v", n.Name, err)
 	}
-	return body
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape the agent on %s: %s, %v", n.Name, resp.Status, err)
+	}
+	return string(body)
 }
 
 func checkStatus(t *testing.T, n *Node, check string) string {
 	t.Helper()
-	re := regexp.MustCompile(`calico_prep_check_status\{check="` + regexp.QuoteMeta(check) + `",status="([a-z-]+)"\} 1`)
-	if m := re.FindStringSubmatch(metrics(t, n)); m != nil {
+	re := regexp.MustCompile(`(?m)^calico_prep_check_status\{check="` + regexp.QuoteMeta(check) + `",status="([a-z-]+)"\} 1$`)
+	body := metrics(t, n)
+	if m := re.FindStringSubmatch(body); m != nil {
 		return m[1]
 	}
-	return ""
+	var lines []string
+	for _, l := range strings.Split(body, "\n") {
+		if strings.Contains(l, check) {
+			lines = append(lines, l)
+		}
+	}
+	return fmt.Sprintf("(no status 1 in %q)", lines)
 }
 
 // gateCalico applies calico-vxlan.yaml (Calico's own VXLAN manifest of the release) through

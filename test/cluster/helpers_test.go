@@ -25,6 +25,7 @@ import (
 
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
 	"github.com/calico-prep/calico-prep/test/kubetest"
+	"github.com/calico-prep/calico-prep/test/testbed"
 	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
@@ -289,12 +290,22 @@ func newPodClient(t *testing.T, n *Node, containerPID int) *podClient {
 	if !pool.AppendCertsFromPEM(ca) {
 		t.Fatal("the pod's ca.crt holds no certificate")
 	}
+	client := httpIn(n.NetNS, &tls.Config{RootCAs: pool})
+	t.Cleanup(client.CloseIdleConnections)
+	return &podClient{n: n, token: strings.TrimSpace(string(token)), http: client}
+}
+
+// httpIn is an HTTP client whose every connection is made inside the network namespace at
+// netns. The Transport dials on goroutines of its own, so the socket must be created in the
+// dial function, on the thread InNetNS has moved: a client merely called from inside InNetNS
+// would connect from the host's namespace.
+func httpIn(netns string, tlsConfig *tls.Config) *http.Client {
 	tr := &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool},
-		// Every connection is made inside the node's network namespace.
+		TLSClientConfig:   tlsConfig,
+		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var conn net.Conn
-			err := n.Do(func() error {
+			err := testbed.InNetNS(netns, func() error {
 				var err error
 				conn, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
 				return err
@@ -302,8 +313,7 @@ func newPodClient(t *testing.T, n *Node, containerPID int) *podClient {
 			return conn, err
 		},
 	}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &podClient{n: n, token: strings.TrimSpace(string(token)), http: &http.Client{Transport: tr, Timeout: 20 * time.Second}}
+	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
 }
 
 // patch sends a merge patch to path of the apiserver at the Service's ClusterIP and returns the

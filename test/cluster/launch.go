@@ -14,9 +14,6 @@ import (
 	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
-// launcherRefused is the launchers' exit status when a namespace check fails (the test bed's).
-const launcherRefused = 97
-
 // guardScript is the namespace check every launcher runs before its first mount and again right
 // before exec: the process must be in the node's network namespace (net:[$want]), in neither of
 // the host's network and mount namespaces, and, once the node's mount namespace exists, in that

@@ -49,8 +49,9 @@ func (n *Node) OverlayRoot(path string) string {
 	return ""
 }
 
-// LogPath is the log of one of the node's processes: holder, containerd, kubelet, kube-proxy.
-func (n *Node) LogPath(name string) string { return n.launcher.logPath(name) }
+// LogPath is the log of one of the node's processes: holder, containerd, kubelet, kube-proxy, and
+// the test bed's dbus, firewalld, NetworkManager.
+func (n *Node) LogPath(name string) string { return filepath.Join(n.LogDir, name+".log") }
 
 func (n *Node) up(ctx context.Context, c *Cluster, images []string) error {
 	n.c = c

@@ -18,7 +18,6 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/calico-prep/calico-prep/test/testbed"
 	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
@@ -222,20 +221,15 @@ func startPrometheus(t *testing.T, c *Cluster, repo string) *prometheus {
 
 func (p *prometheus) get(t *testing.T, path string) ([]byte, error) {
 	t.Helper()
-	var body []byte
-	err := testbed.InNetNS(p.core, func() error {
-		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-		resp, err := client.Get("http://" + p.addr + path)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, err = io.ReadAll(resp.Body)
-		if err == nil && resp.StatusCode != http.StatusOK {
-			err = fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
-		}
-		return err
-	})
+	resp, err := httpIn(p.core, nil).Get("http://" + p.addr + path)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
+	}
 	return body, err
 }
 

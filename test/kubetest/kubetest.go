@@ -320,6 +320,18 @@ func (c *Cluster) startAPIServer() error {
 // Config returns a new admin client configuration.
 func (c *Cluster) Config() *rest.Config { return rest.CopyConfig(c.admin) }
 
+// CAPEM is the cluster CA's certificate, PEM.
+func (c *Cluster) CAPEM() []byte { return append([]byte(nil), c.pki.caCert...) }
+
+// Clientset is Client for code without a test at hand.
+func (c *Cluster) Clientset() (kubernetes.Interface, error) {
+	cs, err := kubernetes.NewForConfig(c.Config())
+	if err != nil {
+		return nil, fmt.Errorf("create admin clientset: %w", err)
+	}
+	return cs, nil
+}
+
 // Client returns an admin clientset.
 func (c *Cluster) Client(t testing.TB) kubernetes.Interface {
 	t.Helper()
