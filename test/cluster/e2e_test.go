@@ -128,14 +128,20 @@ func TestDaemonSetOnRealCluster(t *testing.T) {
 	step(t, "Calico's manifest gated", func(t *testing.T) { gateCalico(t, c, repo, work) })
 
 	step(t, "rolling update", func(t *testing.T) {
+		old := podsOn(t, c, "calico-prep", "app.kubernetes.io/name=calico-prep")
 		mark := watch.mark()
+		began := time.Now()
 		c.Kube.Kubectl(t, "-n", "calico-prep", "set", "image", "daemonset/calico-prep", "agent="+agentRepo+":"+nextTag)
 		c.Kube.Kubectl(t, "-n", "calico-prep", "rollout", "status", "daemonset/calico-prep", "--timeout=5m")
+		t.Logf("rollout over both nodes took %s", time.Since(began).Round(100*time.Millisecond))
 		pods := podsOn(t, c, "calico-prep", "app.kubernetes.io/name=calico-prep")
 		for _, n := range c.Nodes {
-			if img := pods[n.Name].Spec.Containers[0].Image; img != agentRepo+":"+nextTag {
-				t.Errorf("node %s runs %s after the rollout", n.Name, img)
+			p := pods[n.Name]
+			if img := p.Spec.Containers[0].Image; img != agentRepo+":"+nextTag || p.UID == old[n.Name].UID || !podReady(p) {
+				t.Errorf("node %s after the rollout: pod %s (was %s) runs %s, ready %v; want a new, ready pod of the new tag",
+					n.Name, p.UID, old[n.Name].UID, img, podReady(p))
 			}
+			// Every change of the Node is a version the watch sees: none means it never changed.
 			watch.steady(t, mark, n.Name, "rolling update")
 		}
 	})
@@ -162,8 +168,9 @@ func TestDaemonSetOnRealCluster(t *testing.T) {
 		agentMemory(t, c, a)
 	})
 
-	step(t, "removal restores firewalld and NetworkManager", func(t *testing.T) {
-		c.Kube.Kubectl(t, "delete", "--server-side=false", "-k", filepath.Join(work, "calico-manifest"), "--ignore-not-found", "--wait=false")
+	// Not a step: the Helm install below does not depend on the comparison's outcome.
+	t.Run("removal restores firewalld and NetworkManager", func(t *testing.T) {
+		c.Kube.Kubectl(t, "delete", "-k", filepath.Join(work, "calico-manifest"), "--ignore-not-found", "--wait=false")
 		c.Kube.Kubectl(t, "-n", "calico-prep", "delete", "daemonset", "calico-prep", "--cascade=foreground")
 		c.Kube.Kubectl(t, "apply", "-k", filepath.Join(repo, "deploy/cleanup"))
 		c.Kube.Kubectl(t, "-n", "calico-prep", "rollout", "status", "daemonset/calico-prep-cleanup", "--timeout=3m")
@@ -173,7 +180,7 @@ func TestDaemonSetOnRealCluster(t *testing.T) {
 			}
 		}
 		c.Kube.Kubectl(t, "delete", "-k", filepath.Join(repo, "deploy/cleanup"))
-		c.Kube.Kubectl(t, "delete", "-k", base)
+		c.Kube.Kubectl(t, "delete", "--ignore-not-found", "-k", base)
 		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 		defer cancel()
 		if err := c.WaitPodsGone(ctx, "calico-prep"); err != nil {
