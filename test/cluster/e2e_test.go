@@ -186,6 +186,8 @@ func TestDaemonSetOnRealCluster(t *testing.T) {
 		if err := c.WaitPodsGone(ctx, "calico-prep"); err != nil {
 			t.Fatal(err)
 		}
+		// Helm below creates the namespace again, which cannot happen while it terminates.
+		c.Kube.Kubectl(t, "wait", "--for=delete", "namespace/calico-prep", "--timeout=3m")
 	})
 
 	step(t, "helm install scraped by Prometheus", func(t *testing.T) { helmAndPrometheus(t, c, repo) })
