@@ -10,7 +10,7 @@
 source "$(dirname "$0")/lib.sh"
 
 packages=(dbus firewalld network-manager nftables python3-nftables iproute2 iptables prometheus
-  make git ca-certificates jq shellcheck systemd)
+  make git ca-certificates jq shellcheck systemd runc)
 # Build dependencies of the firewalld and NetworkManager versions hack/build-upstream.sh builds for
 # the version matrix, and python3-decorator, which firewalld 0.9's python-slip imports.
 packages+=(autoconf automake intltool gettext xsltproc pkg-config libglib2.0-dev python3-gi python3-dbus
