@@ -126,6 +126,9 @@ func snapshotHost(t *testing.T, ctx context.Context, nodeName string) hostState 
 		"/usr/lib/firewalld", "/usr/sbin/firewalld", "/usr/sbin/NetworkManager", "/usr/libexec",
 		"/etc/systemd/network", "/etc/systemd/networkd.conf", "/etc/systemd/networkd.conf.d",
 		"/run/systemd/netif", "/run/systemd/network",
+		// What Calico writes on a node (test/calico runs it in test-bed nodes).
+		"/var/lib/calico", "/run/calico", "/run/xtables.lock", "/run/nodeagent", "/opt/cni",
+		"/etc/cni", "/var/log/calico", "/var/lib/cni",
 	} {
 		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
