@@ -114,8 +114,8 @@ cp "$work/bin/calico" "$work/bin/calico-ipam"
   "github.com/containernetworking/plugins/plugins/meta/tuning@$CNI_PLUGINS_VERSION") >&2
 log "CNI plugin, kube-controllers and containernetworking plugins built"
 version=$("$work/bin/calico-node" -v)
-if [[ $version != "$CALICO_VERSION" ]]; then
-  echo "build-calico.sh: calico-node -v printed \"$version\", want $CALICO_VERSION" >&2
+if [[ $version != "Version:      $CALICO_VERSION"$'\n'* ]]; then
+  echo "build-calico.sh: calico-node -v printed \"$version\", want version $CALICO_VERSION" >&2
   exit 1
 fi
 
@@ -155,7 +155,7 @@ for deb in "$work/debs"/*.deb; do
 done
 sort -o "$work/out/debs.txt" "$work/out/debs.txt"
 rm -rf "${node:?}/usr/share/doc" "$node/usr/share/man" "$node/usr/share/info" "$node/usr/share/lintian" \
-  "$node/usr/share/bug" "$node/etc/init.d" "$node/etc/sv" "$node/etc/runit"
+  "$node/usr/share/bug" "$node/etc/init.d" "$node/etc/sv" "$node/etc/runit" "$node/etc/service"
 # Maintainer scripts do not run under dpkg -x: make the links they would have made. busybox
 # provides the shell and the utilities the image's scripts call (cat, cp, mkdir, env, which, …);
 # iptables points at the nft backend, Debian's default and what Calico's image installs.

@@ -5,6 +5,7 @@ package calico
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -30,8 +31,8 @@ const guardRules = `table inet cpt_guard {
 		meta nfproto ipv4 ip daddr != @allowed4 add @seen4 { ip daddr } counter name escaped drop
 		meta nfproto ipv6 ip6 daddr != { ::1, fe80::/10, ff02::/16 } add @seen6 { ip6 daddr } counter name escaped drop
 	}
-	chain out { type filter hook output priority -400; policy accept; jump guard; }
-	chain fwd { type filter hook forward priority -400; policy accept; jump guard; }
+	chain outgoing { type filter hook output priority -400; policy accept; jump guard; }
+	chain forwarded { type filter hook forward priority -400; policy accept; jump guard; }
 }
 `
 
@@ -48,6 +49,36 @@ func installGuard(t *testing.T, n *testbed.Node, allowed ...netip.Prefix) {
 	}
 	if out, err := n.Exec(t.Context(), "nft", "-f", path); err != nil {
 		t.Fatalf("install the egress guard in node %s: %v\n%s", n.Name, err, out)
+	}
+	// The guard must see what it guards against: one datagram to a documentation address
+	// (TEST-NET-3, never routed) and one DNS query to the node's loopback, then a clean slate.
+	err := n.Do(func() error {
+		for _, addr := range []string{"203.0.113.1:9", "127.0.0.1:53"} {
+			conn, err := net.Dial("udp4", addr)
+			if err != nil {
+				return err
+			}
+			_, _ = conn.Write([]byte("guard check"))
+			conn.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := n.Exec(t.Context(), "nft", "list", "table", "inet", "cpt_guard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "counter escaped {\n\t\tpackets 1 ") || !strings.Contains(string(out), "counter dns {\n\t\tpackets 1 ") ||
+		!strings.Contains(string(out), "203.0.113.1") {
+		t.Fatalf("node %s: the egress guard did not count the test packets:\n%s", n.Name, out)
+	}
+	if out, err := n.Exec(t.Context(), "nft", "reset", "counters", "table", "inet", "cpt_guard"); err != nil {
+		t.Fatalf("reset the guard's counters: %v\n%s", err, out)
+	}
+	if out, err := n.Exec(t.Context(), "nft", "flush", "set", "inet", "cpt_guard", "seen4"); err != nil {
+		t.Fatalf("flush the guard's record: %v\n%s", err, out)
 	}
 }
 

@@ -27,13 +27,15 @@ const launcherRefused = 97
 
 // launchScript runs as sh -c inside the node's network namespace and fresh mount, PID, UTS and
 // IPC namespaces. Arguments: the node's netns inode, the host's netns and mount namespace inodes
-// (space-separated), the node name, the root directory, the image's rootfs ("" to chroot into
-// the root directory itself: a process of the node, not of a container), the container's state
-// directory, then the bind mounts as "source|target|ro-or-rw" words up to "--", then argv. It
-// refuses to mount anything outside a private mount namespace in the node's network namespace.
+// (space-separated), the node name, the root directory, the image's rootfs ("" to use the root
+// directory itself: a process of the node, not of a container), the container's state
+// directory, the pivotroot helper, then the bind mounts as "source|target|ro-or-rw" words up to
+// "--" (a source "root:P" is P inside the new root), then argv. It refuses to mount anything
+// outside a private mount namespace in the node's network namespace, and ends by making the
+// root directory the namespace's root (pivotroot) and executing argv there.
 const launchScript = `set -eu
-want=$1 hostnet=$2 hostmnt=$3 node=$4 root=$5 lower=$6 state=$7
-shift 7
+want=$1 hostnet=$2 hostmnt=$3 node=$4 root=$5 lower=$6 state=$7 pivotroot=$8
+shift 8
 refuse() {
 	echo "calico-launch: refusing: $1" >&2
 	exit 97
@@ -55,6 +57,7 @@ if [ -n "$lower" ]; then
 	mkdir -p "$state/upper" "$state/work" "$root"
 	mount -t overlay overlay -o "lowerdir=$lower,upperdir=$state/upper,workdir=$state/work" "$root"
 fi
+mount --bind "$root" "$root"
 mkdir -p "$root/proc" "$root/sys" "$root/dev"
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
@@ -62,6 +65,7 @@ mount -t bpf bpffs "$root/sys/fs/bpf"
 mount --rbind /dev "$root/dev"
 while [ "$1" != "--" ]; do
 	src=${1%%|*} rest=${1#*|}
+	case $src in root:*) src=$root${src#root:} ;; esac
 	dst=$root${rest%|*} mode=${rest##*|}
 	shift
 	if [ -d "$src" ]; then
@@ -75,7 +79,7 @@ while [ "$1" != "--" ]; do
 done
 shift
 check
-exec chroot "$root" "$@"
+exec "$pivotroot" "$root" "$@"
 `
 
 // bind is one bind mount into a container: Source on the host side, Target inside the root.
@@ -208,7 +212,7 @@ func (c *calicoNode) resolve(ctx context.Context, pod *corev1.PodSpec, ns string
 			// The node's /proc would be this machine's: PID 1 is the host's init, and mountns
 			// enters its mount namespace through /nodeproc/1/ns/mnt. The container's own /proc
 			// keeps it inside the container.
-			spec.mounts = append(spec.mounts, bind{source: "/proc", target: m.MountPath, readOnly: m.ReadOnly})
+			spec.mounts = append(spec.mounts, bind{source: "root:/proc", target: m.MountPath, readOnly: m.ReadOnly})
 		}
 		// /sys/fs and /sys/fs/bpf: the container's own sysfs and bpffs are mounted there.
 	}
@@ -304,7 +308,7 @@ func (c *calicoNode) command(ctx context.Context, spec containerSpec, state stri
 	args := []string{"--net=" + c.node.NetNS, "--", "unshare", "--mount", "--propagation", "private",
 		"--uts", "--ipc", "--pid", "--fork", "--kill-child", "--",
 		"/bin/sh", "-c", launchScript, "calico-launch",
-		strconv.FormatUint(want, 10), joinInodes(hostNet), joinInodes(hostMnt), c.name, root, lower, state}
+		strconv.FormatUint(want, 10), joinInodes(hostNet), joinInodes(hostMnt), c.name, root, lower, state, pivotRoot}
 	for _, m := range spec.mounts {
 		mode := "rw"
 		if m.readOnly {
@@ -384,6 +388,11 @@ func (c *calicoNode) start(spec containerSpec) (*testkit.Proc, string) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("node %s: tail of %s's log:\n%s", c.name, spec.name, testkit.Tail(logPath, 60))
+			if dir := os.Getenv("CALICO_E2E_LOGS"); dir != "" {
+				if b, err := os.ReadFile(logPath); err == nil {
+					_ = os.WriteFile(filepath.Join(dir, c.name+"-"+spec.name+".log"), b, 0o644)
+				}
+			}
 		}
 		if err := p.Kill(); err != nil {
 			t.Errorf("node %s: kill %s: %v", c.name, spec.name, err)

@@ -22,6 +22,8 @@ var (
 	// build is hack/build-calico.sh's output; agentBin the agent built for this run.
 	build    calicoBuild
 	agentBin string
+	// pivotRoot is the helper that starts a container in its root (./pivotroot).
+	pivotRoot string
 	// upstream holds Calico's release manifests (calico.yaml).
 	upstream string
 )
@@ -40,6 +42,9 @@ func run(m *testing.M) int {
 	if err == nil {
 		defer os.RemoveAll(dir)
 		agentBin, err = buildAgent(root, dir)
+	}
+	if err == nil {
+		pivotRoot, err = buildGo(root, dir, "./test/calico/pivotroot")
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "calico: %v\n", err)
@@ -104,12 +109,18 @@ func buildCalico(root string) (calicoBuild, error) {
 
 // buildAgent builds cmd/agent with the Makefile's build command.
 func buildAgent(root, dir string) (string, error) {
-	bin := filepath.Join(dir, "agent")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=calico-e2e", "-o", bin, "./cmd/agent")
+	return buildGo(root, dir, "./cmd/agent", "-ldflags", "-s -w -X main.version=calico-e2e")
+}
+
+// buildGo builds a static binary of the module's package pkg into dir.
+func buildGo(root, dir, pkg string, flags ...string) (string, error) {
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	args := append(append([]string{"build", "-trimpath"}, flags...), "-o", bin, pkg)
+	cmd := exec.Command("go", args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build the agent: %w\n%s", err, out)
+		return "", fmt.Errorf("build %s: %w\n%s", pkg, err, out)
 	}
 	return bin, nil
 }
