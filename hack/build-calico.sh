@@ -32,7 +32,7 @@ LIBBPF_VERSION=${LIBBPF_VERSION:-1.6.2}
 CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION:-v1.9.0}
 # Bumped whenever this recipe changes what it produces, so a warm cache of an older recipe is
 # rebuilt rather than reused.
-RECIPE=1
+RECIPE=2
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 upstream=${CALICO_PREP_UPSTREAM:-$repo/../shared/upstream}
@@ -73,12 +73,15 @@ if warm; then
 fi
 
 work=$(mktemp -d "$cache/.build-calico.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+# The source goes to the same path every time (under the lock), so a rebuild for a new recipe
+# finds Go's build cache warm for Calico's own packages too.
+src=$cache/.src-calico-$CALICO_VERSION
+trap 'rm -rf "$work" "$src"' EXIT
 began=$SECONDS
 log() { echo "build-calico.sh: $* ($((SECONDS - began))s)" >&2; }
 
 # --- binaries -------------------------------------------------------------------------------
-src=$work/src
+rm -rf "$src"
 mkdir -p "$src" "$work/bin"
 tar -xzf "$src_tar" -C "$src"
 libbpf=$src/felix/bpf-gpl/libbpf
@@ -97,17 +100,17 @@ ldflags="-s -w -X github.com/projectcalico/calico/pkg/buildinfo.Version=$CALICO_
 (cd "$src" && CGO_ENABLED=1 \
   CGO_CFLAGS="-I$libbpf/src -I$src/felix/bpf-gpl" \
   CGO_LDFLAGS="-L$libbpf/src/amd64 -lbpf -lelf -lz" \
-  go build -ldflags "$ldflags" -o "$work/bin/" ./node/cmd/calico-node ./node/cmd/mountns) >&2
+  go build -trimpath -ldflags "$ldflags" -o "$work/bin/" ./node/cmd/calico-node ./node/cmd/mountns) >&2
 log "calico-node and mountns built"
 # The CNI plugin (calico and calico-ipam are one binary that looks at its name), its installer
 # and the kube-controllers are static, as their Makefiles build them.
-(cd "$src" && CGO_ENABLED=0 go build -ldflags "$ldflags" -o "$work/bin/" \
+(cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$work/bin/" \
   ./cni-plugin/cmd/calico ./cni-plugin/cmd/install \
   ./kube-controllers/cmd/kube-controllers ./kube-controllers/cmd/check-status) >&2
 cp "$work/bin/calico" "$work/bin/calico-ipam"
 # Calico's image builds these from its fork of containernetworking/plugins; the upstream module
 # at the version Calico requires is what the proxy has. flannel (for Canal) is left out.
-(cd "$work" && CGO_ENABLED=0 GOBIN=$work/bin go install -ldflags "-s -w" \
+(cd "$work" && CGO_ENABLED=0 GOBIN=$work/bin go install -trimpath -ldflags "-s -w" \
   "github.com/containernetworking/plugins/plugins/ipam/host-local@$CNI_PLUGINS_VERSION" \
   "github.com/containernetworking/plugins/plugins/meta/portmap@$CNI_PLUGINS_VERSION" \
   "github.com/containernetworking/plugins/plugins/main/loopback@$CNI_PLUGINS_VERSION" \

@@ -135,6 +135,7 @@ spec:
 	}
 	for i, c := range nodes {
 		c.waitCalicoNode(peers[i])
+		c.checkProbes()
 	}
 	t.Logf("calico-node ready on both nodes %s after applying calico.yaml", time.Since(began).Round(time.Millisecond))
 
@@ -237,7 +238,36 @@ func (c *calicoNode) runCalicoPod(token, caFile string) {
 		t.Logf("node %s: init container %s:\n%s", c.name, ctr.Name, testkit.LastLines(stdout+stderr, 6))
 	}
 	for _, ctr := range spec.Containers {
-		c.start(c.resolve(ctx, spec, "kube-system", ctr, saDir))
+		cs := c.resolve(ctx, spec, "kube-system", ctr, saDir)
+		p, _ := c.start(cs)
+		c.probes = append(c.probes, probe{ctr: ctr, spec: cs, proc: p})
+	}
+}
+
+// probe is what the kubelet needs to run a container's exec probes.
+type probe struct {
+	ctr  corev1.Container
+	spec containerSpec
+	proc *testkit.Proc
+}
+
+// checkProbes runs calico-node's liveness and readiness commands in its container, with BIRD's
+// part left out (VXLAN mode runs no BIRD), and logs what the manifest's own commands say.
+func (c *calicoNode) checkProbes() {
+	t := c.t
+	t.Helper()
+	for _, p := range c.probes {
+		for _, pr := range []*corev1.Probe{p.ctr.LivenessProbe, p.ctr.ReadinessProbe} {
+			if pr == nil || pr.Exec == nil {
+				continue
+			}
+			code, out := c.execIn(p.proc, p.spec, pr.Exec.Command...)
+			t.Logf("node %s: the manifest's probe %v exits %d: %s", c.name, pr.Exec.Command, code, strings.TrimSpace(out))
+			felixOnly := slices.DeleteFunc(slices.Clone(pr.Exec.Command), func(a string) bool { return strings.HasPrefix(a, "-bird") })
+			if code, out := c.execIn(p.proc, p.spec, felixOnly...); code != 0 {
+				t.Errorf("node %s: probe %v exits %d: %s", c.name, felixOnly, code, out)
+			}
+		}
 	}
 }
 

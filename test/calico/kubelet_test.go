@@ -4,6 +4,7 @@ package calico
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -105,8 +106,8 @@ type calicoNode struct {
 	admin kubernetes.Interface
 	// apiHost and apiPort reach the apiserver from inside the node (a relay on its loopback).
 	apiHost, apiPort string
-	caFile           string
-	procs            []*testkit.Proc
+	// probes are the running containers' exec probes.
+	probes []probe
 }
 
 // podEnv resolves a container's env as the kubelet does for a pod on this node: the image's
@@ -399,4 +400,30 @@ func (c *calicoNode) start(spec containerSpec) (*testkit.Proc, string) {
 		}
 	})
 	return p, logPath
+}
+
+// execIn runs argv in a running container's namespaces and root, as the kubelet runs an exec
+// probe, and returns its exit code and output.
+func (c *calicoNode) execIn(p *testkit.Proc, spec containerSpec, argv ...string) (int, string) {
+	t := c.t
+	t.Helper()
+	// The launcher is nsenter turned unshare; the container's PID 1 is its only child.
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.Pid, p.Pid))
+	if err != nil || len(strings.Fields(string(raw))) != 1 {
+		t.Fatalf("node %s: find the PID 1 of container %s: %q %v", c.name, spec.name, raw, err)
+	}
+	pid := strings.Fields(string(raw))[0]
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--target=" + pid, "--mount", "--pid", "--net", "--uts", "--ipc", "--"}, argv...)...)
+	cmd.Env = spec.env
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() >= 0 {
+		return ee.ExitCode(), string(out)
+	}
+	if err != nil {
+		t.Fatalf("node %s: exec %v in %s: %v", c.name, argv, spec.name, err)
+	}
+	return 0, string(out)
 }
