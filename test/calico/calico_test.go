@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -413,7 +414,8 @@ func (c *calicoNode) runAgent(args ...string) (int, string) {
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + c.node.NetNS, "--", agentBin}, args...)...)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DBUS_SYSTEM_BUS_ADDRESS=" + c.node.BusAddress}
 	out, err := cmd.CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() >= 0 {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() >= 0 {
 		return ee.ExitCode(), string(out)
 	}
 	if err != nil {

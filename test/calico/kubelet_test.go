@@ -23,9 +23,6 @@ import (
 	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
-// launcherRefused is the container launcher's exit status when its namespace check fails.
-const launcherRefused = 97
-
 // launchScript runs as sh -c inside the node's network namespace and fresh mount, PID, UTS and
 // IPC namespaces. Arguments: the node's netns inode, the host's netns and mount namespace inodes
 // (space-separated), the node name, the root directory, the image's rootfs ("" to use the root
