@@ -32,6 +32,7 @@ step "build containerd" hack/build-containerd.sh
 step "build lint tools" hack/tools.sh
 step "build helm" hack/helm.sh
 step "build firewalld/NetworkManager matrix" hack/build-upstream.sh all
+step "build Calico" hack/build-calico.sh
 gofmt_clean() {
   local files out
   mapfile -t files < <(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
@@ -52,6 +53,8 @@ step "golangci-lint" hack/lint.sh
 mapfile -t packages < <(go list ./... | grep -v '/test/cluster$')
 step "go test -race" go test -race -count=1 -timeout 40m "${packages[@]}"
 step "e2e cluster" hack/e2e-cluster.sh
+# The real calico-node in two test-bed nodes (build tag calico: it needs hack/build-calico.sh).
+step "real Calico (test/calico)" go test -race -tags calico -count=1 -timeout 20m ./test/calico
 step "version matrix" hack/test-matrix.sh
 step "fuzz (${FUZZTIME:-10s} each)" hack/fuzz.sh
 step "govulncheck" hack/vulncheck.sh
