@@ -24,6 +24,14 @@
 // in iptables mode keeps nothing there). Processes that run on the node itself rather than in
 // a container — the CNI plugin, which containerd would execute — run chrooted into the node's Dir.
 //
+// The operator's patch of the DaemonSet sets VXLAN (no BIRD), the pool, kubernetes-internal-ip
+// autodetection, no usage reporting, and FELIX_XDPENABLED=false: the build has no BPF objects
+// (they need clang), and with XDP on Felix keeps probing for them. The manifest's probes ask for
+// BIRD too (-bird-live, -bird-ready) and fail in VXLAN mode; the test runs them, logs that, and
+// requires the Felix half to pass. calico-prep (the agent, run once in each node) applies its
+// NetworkManager drop-in before Calico starts and its firewalld rules only after the pods exist,
+// so that the test first sees cross-node pod traffic fail with firewalld closed.
+//
 // Every node carries an nftables guard in its network namespace that counts (and drops) any
 // packet to an address outside the test's own networks and any DNS query; the tests fail if it
 // counted one.
