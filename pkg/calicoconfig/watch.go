@@ -1,0 +1,341 @@
+package calicoconfig
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+
+	"github.com/calico-prep/calico-prep/pkg/backoff"
+)
+
+// watchTimeout asks the API server to keep a watch open for hours (by default it closes them
+// after 30–60 minutes): each reconnect is a request from every node.
+const watchTimeout = 6 * time.Hour
+
+// retryMin and retryMax space the attempts of a watch that fails. 60 s keeps the eight or so
+// watches of a thousand nodes at about 130 requests/s while the API server is away or
+// refuses them.
+const (
+	retryMin = time.Second
+	retryMax = time.Minute
+)
+
+var errGone = errors.New("resource version too old")
+
+// tableAccept asks for a resource as a server-side Table without the objects: for
+// CustomResourceDefinitions a row of a few hundred bytes (name, group, served versions,
+// established) instead of the whole schema, which for Calico's and the operator's CRDs runs to
+// megabytes per node.
+const tableAccept = "application/json;as=Table;v=v1;g=meta.k8s.io"
+
+// watcher is a list and then a watch of one collection, or of one object in it (a field
+// selector on its name), kept as raw JSON objects keyed by namespace/name. It sends the whole
+// set after the list and after every event. A watch that ends is resumed from the last
+// resource version; one that is too old lists again.
+type watcher struct {
+	rc   rest.Interface
+	log  *slog.Logger
+	path string // the collection, e.g. /apis/crd.projectcalico.org/v1/ippools
+	name string // one object's name, or "" for every object
+	// table reads CustomResourceDefinitions as Table rows (see tableAccept).
+	table bool
+	send  func(objs map[string]json.RawMessage)
+}
+
+func (w *watcher) run(ctx context.Context) {
+	b := backoff.Backoff{Min: retryMin, Max: retryMax}
+	rv := ""
+	var objs map[string]json.RawMessage
+	var cols columns
+	for ctx.Err() == nil {
+		var err error
+		if rv == "" {
+			objs, rv, err = w.list(ctx, &cols)
+			if err == nil {
+				w.send(clone(objs))
+			}
+		}
+		if err == nil {
+			var progressed bool
+			progressed, err = w.watch(ctx, &rv, objs, &cols)
+			if progressed {
+				b.Reset()
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errGone) {
+			rv = "" // list again, at once
+			continue
+		}
+		d := b.Next()
+		w.log.Warn("watch of Calico's configuration failed; retrying", "path", w.path, "name", w.name, "err", err, "retry_in", d)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+	}
+}
+
+func (w *watcher) request() *rest.Request {
+	req := w.rc.Get().AbsPath(w.path)
+	if w.name != "" {
+		req = req.Param("fieldSelector", "metadata.name="+w.name)
+	}
+	if w.table {
+		req = req.SetHeader("Accept", tableAccept).Param("includeObject", "None")
+	}
+	return req
+}
+
+// list reads the collection; resourceVersion 0 lets the API server answer from its cache.
+func (w *watcher) list(ctx context.Context, cols *columns) (map[string]json.RawMessage, string, error) {
+	body, err := w.request().Param("resourceVersion", "0").DoRaw(ctx)
+	if err != nil {
+		return nil, "", fmt.Errorf("list %s: %w", w.path, err)
+	}
+	objs := map[string]json.RawMessage{}
+	if w.table {
+		var t table
+		if err := json.Unmarshal(body, &t); err != nil {
+			return nil, "", fmt.Errorf("decode %s: %w", w.path, err)
+		}
+		cols.learn(t.ColumnDefinitions)
+		for _, r := range t.Rows {
+			name, obj, err := cols.object(r)
+			if err != nil {
+				return nil, "", fmt.Errorf("decode %s: %w", w.path, err)
+			}
+			objs[name] = obj
+		}
+		return objs, t.Metadata.ResourceVersion, nil
+	}
+	var l struct {
+		Metadata struct {
+			ResourceVersion string `json:"resourceVersion"`
+		} `json:"metadata"`
+		Items []json.RawMessage `json:"items"`
+	}
+	if err := json.Unmarshal(body, &l); err != nil {
+		return nil, "", fmt.Errorf("decode %s: %w", w.path, err)
+	}
+	for _, raw := range l.Items {
+		m, err := metaOf(raw)
+		if err != nil {
+			return nil, "", fmt.Errorf("decode %s: %w", w.path, err)
+		}
+		objs[m.key()] = raw
+	}
+	return objs, l.Metadata.ResourceVersion, nil
+}
+
+// watch follows the collection from *rv until the watch ends, keeping objs and *rv current.
+func (w *watcher) watch(ctx context.Context, rv *string, objs map[string]json.RawMessage, cols *columns) (progressed bool, err error) {
+	stream, err := w.request().
+		Param("watch", "true").
+		Param("allowWatchBookmarks", "true").
+		Param("resourceVersion", *rv).
+		Param("timeoutSeconds", strconv.Itoa(int(watchTimeout.Seconds()))).
+		Stream(ctx)
+	if apierrors.IsGone(err) || apierrors.IsResourceExpired(err) {
+		return false, errGone
+	}
+	if err != nil {
+		return false, fmt.Errorf("watch %s: %w", w.path, err)
+	}
+	defer func() { _ = stream.Close() }()
+	dec := json.NewDecoder(stream)
+	for {
+		var ev struct {
+			Type   string          `json:"type"`
+			Object json.RawMessage `json:"object"`
+		}
+		if err := dec.Decode(&ev); err != nil {
+			return progressed, fmt.Errorf("read watch %s: %w", w.path, err)
+		}
+		if ev.Type == "ERROR" {
+			var st metav1.Status
+			_ = json.Unmarshal(ev.Object, &st)
+			if st.Code == http.StatusGone {
+				return progressed, errGone
+			}
+			return progressed, fmt.Errorf("watch %s: %s", w.path, st.Message)
+		}
+		changed, newRV, err := w.apply(ev.Type, ev.Object, objs, cols)
+		if err != nil {
+			return progressed, err
+		}
+		if newRV != "" {
+			*rv = newRV
+		}
+		progressed = true
+		if changed {
+			w.send(clone(objs))
+		}
+	}
+}
+
+// apply records one watch event in objs.
+func (w *watcher) apply(typ string, raw json.RawMessage, objs map[string]json.RawMessage, cols *columns) (changed bool, rv string, err error) {
+	type entry struct {
+		name string
+		obj  json.RawMessage
+	}
+	var entries []entry
+	if w.table {
+		var t table
+		if err := json.Unmarshal(raw, &t); err != nil {
+			return false, "", fmt.Errorf("decode watch event of %s: %w", w.path, err)
+		}
+		rv = t.Metadata.ResourceVersion
+		if typ == "BOOKMARK" {
+			return false, rv, nil
+		}
+		cols.learn(t.ColumnDefinitions)
+		for _, r := range t.Rows {
+			name, obj, err := cols.object(r)
+			if err != nil {
+				return false, "", fmt.Errorf("decode watch event of %s: %w", w.path, err)
+			}
+			entries = append(entries, entry{name, obj})
+		}
+	} else {
+		m, err := metaOf(raw)
+		if err != nil {
+			return false, "", fmt.Errorf("decode watch event of %s: %w", w.path, err)
+		}
+		rv = m.ResourceVersion
+		if typ == "BOOKMARK" {
+			return false, rv, nil
+		}
+		entries = append(entries, entry{m.key(), raw})
+	}
+	for _, e := range entries {
+		switch typ {
+		case "ADDED", "MODIFIED":
+			objs[e.name] = e.obj
+			changed = true
+		case "DELETED":
+			delete(objs, e.name)
+			changed = true
+		}
+	}
+	return changed, rv, nil
+}
+
+func clone(m map[string]json.RawMessage) map[string]json.RawMessage {
+	out := make(map[string]json.RawMessage, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// meta is the part of an object's metadata the watcher reads.
+type meta struct {
+	Name            string `json:"name"`
+	Namespace       string `json:"namespace"`
+	ResourceVersion string `json:"resourceVersion"`
+}
+
+func (m meta) key() string {
+	if m.Namespace == "" {
+		return m.Name
+	}
+	return m.Namespace + "/" + m.Name
+}
+
+func metaOf(raw json.RawMessage) (meta, error) {
+	var o struct {
+		Metadata meta `json:"metadata"`
+	}
+	err := json.Unmarshal(raw, &o)
+	return o.Metadata, err
+}
+
+// table is a meta.k8s.io/v1 Table as the API server sends it for a list or a watch event.
+type table struct {
+	Metadata struct {
+		ResourceVersion string `json:"resourceVersion"`
+	} `json:"metadata"`
+	ColumnDefinitions []struct {
+		Name string `json:"name"`
+	} `json:"columnDefinitions"`
+	Rows []struct {
+		Cells []json.RawMessage `json:"cells"`
+	} `json:"rows"`
+}
+
+// columns are the positions of the CustomResourceDefinition table's columns this package
+// reads; the first Table of a list or watch defines them.
+type columns struct {
+	name, versions, established int
+	known                       bool
+}
+
+func (c *columns) learn(defs []struct {
+	Name string `json:"name"`
+}) {
+	if len(defs) == 0 {
+		return
+	}
+	c.name, c.versions, c.established = -1, -1, -1
+	for i, d := range defs {
+		switch d.Name {
+		case "Name":
+			c.name = i
+		case "Versions":
+			c.versions = i
+		case "Established":
+			c.established = i
+		}
+	}
+	c.known = c.name >= 0 && c.versions >= 0 && c.established >= 0
+}
+
+// object turns a CustomResourceDefinition's row into its name and a crdRow object.
+func (c *columns) object(row struct {
+	Cells []json.RawMessage `json:"cells"`
+}) (string, json.RawMessage, error) {
+	if !c.known {
+		return "", nil, errors.New("the API server's CustomResourceDefinition table lacks the Name, Versions or Established column")
+	}
+	cell := func(i int, v any) error {
+		if i >= len(row.Cells) {
+			return fmt.Errorf("table row has %d cells, want more than %d", len(row.Cells), i)
+		}
+		return json.Unmarshal(row.Cells[i], v)
+	}
+	var r crdRow
+	var versions string
+	if err := errors.Join(cell(c.name, &r.Name), cell(c.versions, &versions), cell(c.established, &r.Established)); err != nil {
+		return "", nil, err
+	}
+	// "v1(storage),v1beta1": the served versions, the storage version marked.
+	for v := range strings.SplitSeq(versions, ",") {
+		if v = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "(storage)")); v != "" {
+			r.Versions = append(r.Versions, v)
+		}
+	}
+	b, err := json.Marshal(r)
+	return r.Name, b, err
+}
+
+// crdRow is what this package knows of a CustomResourceDefinition.
+type crdRow struct {
+	Name        string   `json:"name"`
+	Versions    []string `json:"versions"`
+	Established bool     `json:"established"`
+}
