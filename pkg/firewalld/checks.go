@@ -105,6 +105,9 @@ func Checks(c *Client, opts Options) []check.Check {
 			Apply:  func(ctx context.Context) error { return m.applyRule(ctx, r) },
 		})
 	}
+	if opts.RemoveStale {
+		checks = append(checks, check.Check{Name: StaleCheckName, Verify: m.verifyStale, Apply: m.applyStale})
+	}
 	if opts.Forwarding {
 		checks = append(checks,
 			check.Check{Name: "firewalld/forwarding-zone", Verify: m.verifyZone, Apply: m.applyZone},
