@@ -43,7 +43,7 @@ func TestBadInputExitsTwoWithOneLine(t *testing.T) {
 		{name: "unknown check area", args: []string{"check", "--disable-checks=kernal,nonsense/x"},
 			want: `--disable-checks: unknown area or check "kernal": valid areas are kernel, autodetect, cidr, links, networkmanager, firewalld,`},
 		{name: "unknown area of a check name", args: []string{"run", "--once", "--disable-checks=links,nonsense/x"},
-			want: `--disable-checks: unknown area or check "nonsense/x": valid areas are kernel,`},
+			want: `--disable-checks: unknown area or check "nonsense/x": valid areas are calico, kernel,`},
 		{name: "unknown check name", args: []string{"cleanup", "--disable-checks=kernel/module/xt_sett"},
 			want: `--disable-checks: unknown check "kernel/module/xt_sett": valid areas are kernel,`},
 		{name: "check of a port this configuration does not open", args: []string{"check", "--bgp=false", "--encapsulation=vxlan", "--disable-checks=firewalld/port-179-tcp"},

@@ -8,6 +8,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/calico-prep/calico-prep/pkg/agent"
+	"github.com/calico-prep/calico-prep/pkg/calicoconfig"
+	"github.com/calico-prep/calico-prep/pkg/config"
 	"github.com/calico-prep/calico-prep/pkg/metrics"
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
 )
@@ -25,6 +27,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer, get
 
 	restCfg, err := nodestatus.LoadConfig(cfg.Kubeconfig, "")
 	var node *nodestatus.Client
+	var calicoCfg *calicoconfig.Client
 	switch {
 	case errors.Is(err, nodestatus.ErrStandalone):
 		log.Info("standalone: no kubeconfig and not in a cluster; preparing the host without Node reporting")
@@ -33,6 +36,11 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	default:
 		if node, err = nodestatus.New(restCfg, cfg.NodeName, log); err != nil {
 			return usageError{err}
+		}
+		if cfg.CalicoConfig == config.ModeAuto {
+			if calicoCfg, err = calicoconfig.New(restCfg, cfg.NodeName, log); err != nil {
+				return usageError{err}
+			}
 		}
 	}
 
@@ -47,6 +55,11 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		}
 	}
 	a := agent.New(cfg, log, h, metrics.New(version), node)
+	if calicoCfg != nil {
+		a.FollowCalico(calicoCfg)
+	} else {
+		h.SetEffective(calicoconfig.FromFlags(cfg))
+	}
 
 	if cfg.Once {
 		rep, err := a.Once(ctx)

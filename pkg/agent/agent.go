@@ -13,6 +13,7 @@ import (
 	"github.com/calico-prep/calico-prep/pkg/calico"
 
 	"github.com/calico-prep/calico-prep/pkg/backoff"
+	"github.com/calico-prep/calico-prep/pkg/calicoconfig"
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/config"
 	"github.com/calico-prep/calico-prep/pkg/firewalld"
@@ -39,7 +40,8 @@ type Agent struct {
 	log     *slog.Logger
 	host    *Host
 	metrics *metrics.Metrics
-	node    *nodestatus.Client // nil in standalone mode
+	node    *nodestatus.Client   // nil in standalone mode
+	calico  *calicoconfig.Client // nil: flags alone (see calicoconfig.go)
 	now     func() time.Time
 
 	trigger chan struct{} // capacity 1: events during a pass coalesce into one more pass
@@ -134,7 +136,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		spawn(a.watchNode)
 	}
 	spawn(a.resync)
-	a.Poke()
+	if a.calico != nil {
+		spawn(a.watchCalico) // pokes once Calico's resources are read
+	} else {
+		a.Poke()
+	}
 
 	for {
 		select {
@@ -169,11 +175,15 @@ func (a *Agent) Once(ctx context.Context) (check.Report, error) {
 		defer cancel()
 		for n := range a.node.Watch(wctx) {
 			a.host.SetInternalIPs(n.InternalIPs)
+			a.host.SetCalicoNode(n.Annotations)
 			break
 		}
 		if !a.node.Seen() {
 			return check.Report{}, fmt.Errorf("node %q not seen within 30s: not registered, or the API server is unreachable or refuses the agent (see the log)", a.cfg.NodeName)
 		}
+	}
+	if a.calico != nil {
+		a.awaitCalico(ctx, 30*time.Second)
 	}
 	a.host.Connect(ctx)
 	a.pass(ctx)
@@ -321,6 +331,7 @@ func transition(prevReady *bool, prev *check.Report, rep check.Report) *event {
 func (a *Agent) watchNode(ctx context.Context) {
 	for n := range a.node.Watch(ctx) {
 		changed := a.host.SetInternalIPs(n.InternalIPs)
+		changed = a.host.SetCalicoNode(n.Annotations) || changed
 		if changed || a.drifted(n) || a.publishFailed.Load() {
 			a.Poke()
 		}

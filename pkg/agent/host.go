@@ -20,6 +20,7 @@ import (
 	"github.com/calico-prep/calico-prep/pkg/calico"
 
 	"github.com/calico-prep/calico-prep/pkg/autodetect"
+	"github.com/calico-prep/calico-prep/pkg/calicoconfig"
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/cidr"
 	"github.com/calico-prep/calico-prep/pkg/config"
@@ -49,8 +50,13 @@ type Host struct {
 	mu          sync.Mutex
 	internalIPs []netip.Addr // the Node's InternalIPs from the watch; cfg.NodeInternalIPs without a cluster
 	checks      []check.Check
-	kernel      []check.Check            // built once: they cache the kernel config between passes
+	kernel      []check.Check            // built once per requirements: they cache the kernel config between passes
 	protected   atomic.Pointer[[]string] // interfaces NetworkManager must keep managing, per pass
+	// calico is the effective configuration (cfg is its Config) and where it came from;
+	// calicoNode what calico-node annotated on the Node. See calicoconfig.go.
+	calico     calicoconfig.Effective
+	managed    bool
+	calicoNode autodetect.CalicoChoice
 }
 
 // Open validates what the components need and connects to netlink and, unless turned off, to
@@ -63,15 +69,19 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Host, erro
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
-	h := &Host{cfg: cfg, log: log, links: lc, internalIPs: cfg.NodeInternalIPs, kernel: kernelChecks(cfg)}
+	h := &Host{cfg: cfg, log: log, links: lc, internalIPs: cfg.NodeInternalIPs, kernel: kernelChecks(cfg), calico: calicoconfig.FromFlags(cfg)}
 	h.checks = h.buildChecks()
 	return h, nil
 }
 
 func kernelChecks(cfg config.Config) []check.Check {
-	return kernel.Checks(kernel.FS{Root: cfg.HostRoot}, kernel.Requirements{
-		Encapsulation: string(cfg.Encapsulation), WireGuard: cfg.WireGuard, IPv6: cfg.PodCIDRv6.IsValid(),
-	})
+	return kernel.Checks(kernel.FS{Root: cfg.HostRoot}, kernelRequirements(cfg))
+}
+
+func kernelRequirements(cfg config.Config) kernel.Requirements {
+	return kernel.Requirements{
+		Encapsulation: string(cfg.Encapsulation), WireGuard: cfg.WireGuard || cfg.WireGuardv6, IPv6: cfg.PodCIDRv6.IsValid(),
+	}
 }
 
 // ValidateDisabled rejects a --disable-checks entry that is neither an area nor the name of a
@@ -81,7 +91,8 @@ func kernelChecks(cfg config.Config) []check.Check {
 func ValidateDisabled(cfg config.Config) error {
 	probe := cfg
 	probe.Firewalld, probe.NetworkManager, probe.Networkd = config.ModeOn, config.ModeOn, config.ModeOn
-	h := &Host{cfg: probe, log: slog.New(slog.DiscardHandler), kernel: kernelChecks(probe)}
+	h := &Host{cfg: probe, log: slog.New(slog.DiscardHandler), kernel: kernelChecks(probe),
+		calico: calicoconfig.Effective{Config: probe, Followed: probe.CalicoConfig == config.ModeAuto}, managed: true}
 	return cfg.DisableChecks.Validate("--disable-checks", h.buildChecks())
 }
 
@@ -216,16 +227,18 @@ func (h *Host) protectedInterfaces(ctx context.Context) []string {
 // CIDR, Calico's links, and then what calico-prep changes (NetworkManager, firewalld).
 func (h *Host) buildChecks() []check.Check {
 	cfg := h.cfg
-	checks := slices.Clone(h.kernel)
+	checks := h.calicoChecks()
+	checks = append(checks, h.kernel...)
 	for _, fam := range h.families() {
 		checks = append(checks, autodetect.NewCheck(fam.method, fam.family, h.snapshot, h.env))
 	}
+	checks = append(checks, h.agreeCheck())
 	checks = append(checks, cidr.Checks(cidr.Input{
 		Pools: h.pools(), ServiceCIDRs: cfg.ServiceCIDRs, KubeadmSubnets: cfg.KubeadmSubnets,
 	}, h.snapshot)...)
 	checks = append(checks, links.Checks(h.links, links.Config{
 		Encapsulation: string(cfg.Encapsulation),
-		WireGuard:     cfg.WireGuard,
+		WireGuard:     cfg.WireGuard || cfg.WireGuardv6,
 		IPv6:          cfg.PodCIDRv6.IsValid(),
 		CalicoStarted: h.calicoStarted,
 		Uplink: func(ctx context.Context, snap host.Snapshot) (string, error) {
@@ -246,7 +259,11 @@ func (h *Host) buildChecks() []check.Check {
 			return nil
 		},
 	})...)
-	checks = append(checks, firewalld.Checks(h.fw, firewalldOptions(cfg, h.nodeInterface, h.log))...)
+	fo := firewalldOptions(cfg, h.nodeInterface, h.log)
+	// Closing what an older configuration opened needs the whole configuration: the daemon's,
+	// once Calico's resources are read (never agent check's flags alone).
+	fo.RemoveStale = h.managed && h.calico.Authoritative()
+	checks = append(checks, firewalld.Checks(h.fw, fo)...)
 	checks = append(checks, h.networkdChecks()...)
 	return checks
 }
@@ -268,6 +285,9 @@ func (h *Host) families() []familyMethod {
 }
 
 func (h *Host) pools() []netip.Prefix {
+	if h.cfg.Pools != nil {
+		return slices.Clone(h.cfg.Pools)
+	}
 	pools := []netip.Prefix{h.cfg.PodCIDR}
 	if h.cfg.PodCIDRv6.IsValid() {
 		pools = append(pools, h.cfg.PodCIDRv6)
@@ -347,13 +367,22 @@ func firewalldOptions(cfg config.Config, nodeInterface func(context.Context) (st
 	if cfg.PodCIDRv6.IsValid() {
 		pods = append(pods, cfg.PodCIDRv6)
 	}
+	if cfg.Pools != nil {
+		pods = cfg.Pools
+	}
+	var felixMetrics, typhaMetrics, agentMetrics uint16
+	if cfg.FirewalldOpenMetrics {
+		felixMetrics, typhaMetrics, agentMetrics = cfg.FelixMetricsPort, cfg.TyphaMetricsPort, metricsPort(cfg.MetricsBindAddress)
+	}
 	return firewalld.Options{
 		Mode:          cfg.Firewalld,
 		Zone:          cfg.FirewalldZone,
 		NodeInterface: nodeInterface,
 		Rules: firewalld.Rules(firewalld.RuleInput{
-			BGP: cfg.BGP, Typha: cfg.Typha, WireGuard: cfg.WireGuard, IPv6: cfg.PodCIDRv6.IsValid(),
-			Encapsulation: cfg.Encapsulation, Extra: cfg.FirewalldExtraPorts,
+			BGP: cfg.BGP, Typha: cfg.Typha, WireGuard: cfg.WireGuard, WireGuardv6: cfg.WireGuardv6,
+			Encapsulation: cfg.Encapsulation, OtherEncapsulations: cfg.OtherEncapsulations, Ports: cfg.Ports,
+			FelixMetricsPort: felixMetrics, TyphaMetricsPort: typhaMetrics, AgentMetricsPort: agentMetrics,
+			Extra: cfg.FirewalldExtraPorts,
 		}),
 		Forwarding: cfg.FirewalldForwarding,
 		PodCIDRs:   pods,
