@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
+	"github.com/calico-prep/calico-prep/test/calicotest"
 	"github.com/calico-prep/calico-prep/test/testbed"
 	"github.com/calico-prep/calico-prep/test/testkit"
 )
@@ -102,6 +103,9 @@ func TestDaemonSetRunsAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	createNode(t, admin, node.Name, node.UplinkAddr.Addr().String())
+	// Calico's CRDs, as once Calico is installed: the agent reads its configuration from them.
+	calicotest.Install(t, c, calicotest.V1)
+	calicotest.Install(t, c, calicotest.Operator, "installations.operator.tigera.io")
 	// Stands in for the token kubelet projects into the pod: bound to the pod's Node, it
 	// carries the node name the admission policy checks.
 	token := c.Token(t, agentNamespace, agentServiceAccount, node.Name)
@@ -285,7 +289,7 @@ func TestDaemonSetRunsAgent(t *testing.T) {
 				res += "/" + ev.Subresource
 			}
 			ns := ev.Namespace
-			if res != "events" {
+			if res != "events" && res != "configmaps" {
 				ns = "" // ClusterRole grants
 			}
 			used[ev.Verb+" "+res+" "+ns] = true

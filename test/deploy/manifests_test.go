@@ -417,8 +417,10 @@ func TestHelmValuesReachTheAgent(t *testing.T) {
 		{"backend vxlan: no BGP", !cfg.BGP},
 		{"Typha", cfg.Typha},
 		{"WireGuard", cfg.WireGuard},
+		{"Felix's ports", cfg.Ports.VXLAN == 8472 && cfg.Ports.WireGuard == 51830 && cfg.Ports.WireGuardv6 == 51831},
+		{"Calico's resources not followed", cfg.CalicoConfig == config.ModeOff},
 		{"autodetection", cfg.IPAutodetectionMethod == "interface=eth.*" && cfg.IP6AutodetectionMethod == "can-reach=2001:db8::1"},
-		{"firewalld", cfg.Firewalld == config.ModeOn && cfg.FirewalldZone == "internal" && !cfg.FirewalldForwarding &&
+		{"firewalld", cfg.Firewalld == config.ModeOn && cfg.FirewalldZone == "internal" && !cfg.FirewalldForwarding && !cfg.FirewalldOpenMetrics &&
 			fmt.Sprint(cfg.FirewalldExtraPorts) == "[2379/tcp 6443/tcp]"},
 		{"NetworkManager", cfg.NetworkManager == config.ModeOff && slices.Equal(cfg.NetworkManagerExtraUnmanaged, []string{"flannel*"})},
 		{"networkd", cfg.Networkd == config.ModeOn && !cfg.NetworkdKeepForeignRoutes},
