@@ -70,10 +70,11 @@ func (h *Host) calicoChecks() []check.Check {
 	return []check.Check{calicoconfig.NewCheck(h.Effective)}
 }
 
-// agreeCheck is autodetect/calico-agrees for the families in use.
+// agreeCheck is autodetect/calico-agrees for the families in use; buildChecks calls it with
+// h.mu held.
 func (h *Host) agreeCheck() check.Check {
 	var methods []autodetect.FamilyMethod
-	for _, fam := range h.families() {
+	for _, fam := range familiesOf(h.cfg) {
 		from := "IP_AUTODETECTION_METHOD"
 		name := "IPv4 autodetection"
 		if fam.family == 6 {

@@ -229,12 +229,12 @@ func (h *Host) buildChecks() []check.Check {
 	cfg := h.cfg
 	checks := h.calicoChecks()
 	checks = append(checks, h.kernel...)
-	for _, fam := range h.families() {
+	for _, fam := range familiesOf(cfg) {
 		checks = append(checks, autodetect.NewCheck(fam.method, fam.family, h.snapshot, h.env))
 	}
 	checks = append(checks, h.agreeCheck())
 	checks = append(checks, cidr.Checks(cidr.Input{
-		Pools: h.pools(), ServiceCIDRs: cfg.ServiceCIDRs, KubeadmSubnets: cfg.KubeadmSubnets,
+		Pools: poolsOf(cfg), ServiceCIDRs: cfg.ServiceCIDRs, KubeadmSubnets: cfg.KubeadmSubnets,
 	}, h.snapshot)...)
 	checks = append(checks, links.Checks(h.links, links.Config{
 		Encapsulation: string(cfg.Encapsulation),
@@ -273,24 +273,33 @@ type familyMethod struct {
 	method autodetect.Method
 }
 
-// families are the IP families in use with their autodetection methods (validated by config).
-func (h *Host) families() []familyMethod {
-	m4, _ := autodetect.ParseMethod(h.cfg.IPAutodetectionMethod)
+// config is the configuration the checks run with; SetEffective may replace it.
+func (h *Host) config() config.Config {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cfg
+}
+
+// familiesOf are the IP families in use with their autodetection methods (validated by config
+// and calicoconfig).
+func familiesOf(cfg config.Config) []familyMethod {
+	m4, _ := autodetect.ParseMethod(cfg.IPAutodetectionMethod)
 	out := []familyMethod{{4, m4}}
-	if h.cfg.PodCIDRv6.IsValid() {
-		m6, _ := autodetect.ParseMethod(h.cfg.IP6AutodetectionMethod)
+	if cfg.PodCIDRv6.IsValid() {
+		m6, _ := autodetect.ParseMethod(cfg.IP6AutodetectionMethod)
 		out = append(out, familyMethod{6, m6})
 	}
 	return out
 }
 
-func (h *Host) pools() []netip.Prefix {
-	if h.cfg.Pools != nil {
-		return slices.Clone(h.cfg.Pools)
+// poolsOf are the pod CIDRs: every one of Calico's pools when they are known.
+func poolsOf(cfg config.Config) []netip.Prefix {
+	if cfg.Pools != nil {
+		return slices.Clone(cfg.Pools)
 	}
-	pools := []netip.Prefix{h.cfg.PodCIDR}
-	if h.cfg.PodCIDRv6.IsValid() {
-		pools = append(pools, h.cfg.PodCIDRv6)
+	pools := []netip.Prefix{cfg.PodCIDR}
+	if cfg.PodCIDRv6.IsValid() {
+		pools = append(pools, cfg.PodCIDRv6)
 	}
 	return pools
 }
@@ -303,7 +312,7 @@ func (h *Host) env(context.Context) autodetect.Env {
 
 // detect runs the IPv4 autodetection (the node IP Calico uses) on snap.
 func (h *Host) detect(ctx context.Context, snap host.Snapshot) (autodetect.Result, error) {
-	fam := h.families()[0]
+	fam := familiesOf(h.config())[0]
 	return autodetect.Detect(ctx, fam.method, fam.family, snap.Interfaces, h.env(ctx))
 }
 
@@ -323,18 +332,20 @@ func (h *Host) nodeInterface(ctx context.Context) (string, error) {
 // calicoStarted reports whether calico-node has run on this node: it writes its node name to
 // /var/lib/calico/nodename at startup.
 func (h *Host) calicoStarted() bool {
-	_, err := os.Stat(filepath.Join(h.cfg.HostRoot, "var/lib/calico/nodename"))
+	_, err := os.Stat(filepath.Join(h.config().HostRoot, "var/lib/calico/nodename"))
 	return err == nil
 }
 
 // Report builds the Node annotation for a pass.
 func (h *Host) Report(ctx context.Context, rep check.Report) report.Node {
 	var n report.Node
+	cfg := h.config()
 	n.FromChecks(rep)
-	n.Pools = h.pools()
+	n.Pools = poolsOf(cfg)
+	n.Warnings = h.Effective().Warnings
 	if snap, err := h.snapshot(ctx); err == nil {
 		n.Host = report.HostOf(snap)
-		for _, fam := range h.families() {
+		for _, fam := range familiesOf(cfg) {
 			if res, err := autodetect.Detect(ctx, fam.method, fam.family, snap.Interfaces, h.env(ctx)); err == nil {
 				n.Autodetect = append(n.Autodetect, res)
 			}

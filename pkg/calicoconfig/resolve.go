@@ -267,18 +267,22 @@ func Resolve(cfg config.Config, st State, follow bool) Effective {
 
 	// Typha: its Service, once Calico is installed.
 	typhaValue, typhaFrom := "", ""
+	typha := st.Typha
+	if st.Group == "" {
+		typha = nil // a Service left behind by a Calico that is gone
+	}
 	switch {
-	case st.Typha != nil:
-		typhaValue, typhaFrom = "true", "Service "+st.Typha.Namespace+"/"+TyphaServiceName
+	case typha != nil:
+		typhaValue, typhaFrom = "true", "Service "+typha.Namespace+"/"+TyphaServiceName
 	case st.Group != "" && st.Synced:
 		typhaValue, typhaFrom = "false", "no Service "+TyphaServiceName+" in "+strings.Join(TyphaNamespaces, " or ")
 	}
 	if v, fromCalico := r.pick("Typha", "typha", strconv.FormatBool(cfg.Typha), typhaValue, typhaFrom); fromCalico {
 		out.Typha = v == "true"
 	}
-	if st.Typha != nil {
-		out.Ports.Typha = st.Typha.Port
-		eff.Settings = append(eff.Settings, Setting{Name: "Typha port", Value: strconv.Itoa(int(st.Typha.Port)), From: "Service " + st.Typha.Namespace + "/" + TyphaServiceName, Calico: true})
+	if typha != nil {
+		out.Ports.Typha = typha.Port
+		eff.Settings = append(eff.Settings, Setting{Name: "Typha port", Value: strconv.Itoa(int(typha.Port)), From: "Service " + typha.Namespace + "/" + TyphaServiceName, Calico: true})
 	}
 
 	// Metrics ports: the operator's, which override Felix's own.

@@ -44,6 +44,9 @@ type Node struct {
 	// Advice holds recommendations that are not failures (e.g. Typha above 50 nodes). It
 	// changes only when the recommendation does, not with every change in the node count.
 	Advice []string `json:"advice,omitempty"`
+	// Warnings name settings given explicitly that disagree with Calico's resources, and
+	// Calico configurations that cannot work (check calico/config).
+	Warnings []string `json:"warnings,omitempty"`
 	// Host is the node's network without Calico's own interfaces and routes.
 	Host host.Snapshot `json:"host"`
 	// Truncated says Host was cut to keep the annotation small (see MaxSize).

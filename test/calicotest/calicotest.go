@@ -109,7 +109,7 @@ func crds(t testing.TB, file string, names ...string) (docs, paths []string) {
 func Install(t testing.TB, c *kubetest.Cluster, file string, names ...string) {
 	t.Helper()
 	docs, paths := crds(t, file, names...)
-	path := filepath.Join(t.TempDir(), "crds.yaml")
+	path := filepath.Join(tempDir(t), "crds.yaml")
 	if err := os.WriteFile(path, []byte(strings.Join(docs, "\n---")), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func Install(t testing.TB, c *kubetest.Cluster, file string, names ...string) {
 // does not wait until they are gone.
 func Uninstall(t testing.TB, c *kubetest.Cluster, file string, names ...string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "crds.yaml")
+	path := filepath.Join(tempDir(t), "crds.yaml")
 	if err := os.WriteFile(path, []byte(CRDs(t, file, names...)), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func moduleRoot() (string, error) {
 // Apply applies manifest (YAML) to c as admin.
 func Apply(t testing.TB, c *kubetest.Cluster, manifest string) {
 	t.Helper()
-	f, err := os.CreateTemp(t.TempDir(), "obj-*.yaml")
+	f, err := os.CreateTemp(tempDir(t), "obj-*.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,4 +182,16 @@ func Apply(t testing.TB, c *kubetest.Cluster, manifest string) {
 		t.Fatal(err)
 	}
 	c.Kubectl(t, "apply", "--server-side", "--force-conflicts", "--field-manager=test", "-f", f.Name())
+}
+
+// tempDir is a directory removed at cleanup whose path holds no comma: kubectl takes a comma
+// in -f as a list of paths, and t.TempDir() names directories after (sub)tests.
+func tempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "calicotest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
 }
