@@ -29,6 +29,9 @@ or kubeadm's podSubnet; the IP autodetection method that picks the intended addr
 node; Typha advice from the node count; the firewalld openings that follow.
 
 Run it on an operator's machine, not in a pod: it needs a kubeconfig allowed to list nodes.
+Without --service-cidr and --kubeadm-pod-subnet it reads them from kube-system/kubeadm-config;
+once Calico is installed, without --pod-cidr it checks Calico's enabled IP pool (and its
+encapsulation and BGP) on every node. Each value taken from the cluster is named on stderr.
 
 output formats (-o):
   human      a summary with every collision and every candidate method
@@ -217,6 +220,9 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 		return usageError{fmt.Errorf("no node has a readable %s annotation (%d nodes listed): deploy the calico-prep agent first", nodestatus.AnnotationReport, len(nodes))}
 	}
 
+	if err := clusterDefaults(ctx, restCfg, fs, &opts, stderr); err != nil {
+		return err
+	}
 	p, err := plan.Make(ctx, nodes, opts)
 	if errors.Is(err, plan.ErrImpossibleSize) {
 		return usageError{err}

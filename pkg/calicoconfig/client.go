@@ -363,3 +363,18 @@ func latest(ch chan State, s State) {
 		}
 	}
 }
+
+// Read returns Calico's resources once, as soon as every one has been read (for agent plan,
+// which runs once); the error says why it could not, with what was read by then.
+func (c *Client) Read(ctx context.Context) (State, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var last State
+	for st := range c.Watch(ctx) {
+		if st.Synced {
+			return st, nil
+		}
+		last = st
+	}
+	return last, fmt.Errorf("read Calico's resources: %w", ctx.Err())
+}
