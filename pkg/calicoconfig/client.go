@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"time"
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -50,6 +51,10 @@ const (
 	// or none) feeds calico-node's CALICO_NETWORKING_BACKEND.
 	CalicoConfigMap = "calico-config"
 )
+
+// unsyncedDelay is how long a State that is not Synced waits before Watch sends it anyway
+// (a watch that cannot list, e.g. refused by RBAC, must not hold back every other change).
+const unsyncedDelay = 5 * time.Second
 
 // TyphaNamespaces are where Typha's Service is looked for.
 var TyphaNamespaces = []string{"calico-system", "kube-system"}
@@ -140,8 +145,8 @@ type update struct {
 	objs map[string]json.RawMessage
 }
 
-// Watch follows Calico's resources and sends the State after each change; a slow reader gets
-// the newest. It watches the CustomResourceDefinitions (as table rows) to learn which of
+// Watch follows Calico's resources and sends the State after each change (one that is not
+// Synced only once it has lasted unsyncedDelay); a slow reader gets the newest. It watches the CustomResourceDefinitions (as table rows) to learn which of
 // Calico's API groups is served and whether the operator is installed, and starts and stops
 // the watches of Calico's resources as their CRDs are established or removed, so Calico
 // installed after the agent is picked up without a restart. The channel closes when ctx ends.
@@ -188,11 +193,24 @@ func (c *Client) Watch(ctx context.Context) <-chan State {
 		start(keyCRDs, target{path: "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", table: true})
 		start(keyTypha, target{path: "/api/v1/services", name: TyphaServiceName})
 		start(keyCalicoConfig, target{path: "/api/v1/namespaces/kube-system/configmaps", name: CalicoConfigMap})
+		// A state with a watch that has not listed yet (one just started for a CRD that
+		// appeared) goes out only when it lasts: its resources would read as absent, and
+		// the agent would open Calico's defaults for a moment only to close them again.
+		var pending *State
+		unsynced := time.NewTimer(unsyncedDelay)
+		unsynced.Stop()
+		defer unsynced.Stop()
 		for {
 			var u update
 			select {
 			case <-ctx.Done():
 				return
+			case <-unsynced.C:
+				if pending != nil {
+					latest(out, *pending)
+					pending = nil
+				}
+				continue
 			case u = <-updates:
 			}
 			w, ok := watches[u.key]
@@ -210,7 +228,17 @@ func (c *Client) Watch(ctx context.Context) <-chan State {
 					}
 				}
 			}
-			latest(out, c.state(watches, lastGood))
+			st := c.state(watches, lastGood)
+			if st.Synced {
+				unsynced.Stop()
+				pending = nil
+				latest(out, st)
+				continue
+			}
+			if pending == nil {
+				unsynced.Reset(unsyncedDelay)
+			}
+			pending = &st
 		}
 	}()
 	return out

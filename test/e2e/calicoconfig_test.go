@@ -281,9 +281,12 @@ spec: {vxlanPort: 4791}
 		calicotest.Uninstall(t, c, calicotest.V1)
 		calicotest.Uninstall(t, c, calicotest.V3)
 		fw.waitPorts(t, zone, []port{vxlan}, []port{{"4791", "udp"}, {"51830", "udp"}, {"9091", "tcp"}, {"5473", "tcp"}})
-		if v := a.metric(t, `calico_prep_check_status{check="calico/config",status="not-applicable"}`); v != 1 {
-			t.Errorf("calico/config without Calico's CRDs: not-applicable = %v, want 1", v)
-		}
+		testkit.Eventually(t, wait, func() string {
+			if v := a.metric(t, `calico_prep_check_status{check="calico/config",status="not-applicable"}`); v != 1 {
+				return fmt.Sprintf("calico/config without Calico's CRDs: not-applicable = %v, want 1", v)
+			}
+			return ""
+		})
 	})
 
 	// Every request of the agent was allowed, and none wrote to anything but its Node and Events.
