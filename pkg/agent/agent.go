@@ -42,7 +42,9 @@ type Agent struct {
 	metrics *metrics.Metrics
 	node    *nodestatus.Client   // nil in standalone mode
 	calico  *calicoconfig.Client // nil: flags alone (see calicoconfig.go)
-	now     func() time.Time
+	// calicoRead closes once Calico's resources are first read; nil without calico.
+	calicoRead chan struct{}
+	now        func() time.Time
 
 	trigger chan struct{} // capacity 1: events during a pass coalesce into one more pass
 
@@ -137,10 +139,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	spawn(a.resync)
 	if a.calico != nil {
-		spawn(a.watchCalico) // pokes once Calico's resources are read
-	} else {
-		a.Poke()
+		spawn(a.watchCalico)
 	}
+	a.Poke()
 
 	for {
 		select {
@@ -148,7 +149,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		case <-a.trigger:
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !a.awaitCalicoRead(ctx) {
 			return nil // a poke and SIGTERM together: do not start another pass
 		}
 		pctx, cancel := context.WithTimeout(passCtx, PassTimeout)

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/calico-prep/calico-prep/pkg/autodetect"
@@ -16,8 +17,7 @@ import (
 )
 
 // calicoSyncWait bounds how long the daemon's first pass waits for Calico's resources to be
-// read: a pass on flags alone would open what Calico may not need, only to close it again a
-// moment later. An API server that does not answer in time does not hold the node back.
+// read. An API server that does not answer in time does not hold the node back.
 const calicoSyncWait = 10 * time.Second
 
 // SetEffective makes eff the configuration the checks run with, from the next pass on. The
@@ -112,19 +112,46 @@ func metricsPort(bind string) uint16 {
 }
 
 // FollowCalico makes the daemon follow Calico's resources through c (nil: flags alone).
-func (a *Agent) FollowCalico(c *calicoconfig.Client) { a.calico = c }
+func (a *Agent) FollowCalico(c *calicoconfig.Client) {
+	a.calico = c
+	a.calicoRead = make(chan struct{})
+}
 
 // watchCalico applies each state of Calico's resources and asks for a pass when the
-// configuration changed. The first pass waits for the first complete state, at most
-// calicoSyncWait.
+// configuration changed. It closes calicoRead at the first complete state, or after
+// calicoSyncWait without one: until then no pass runs (awaitCalicoRead), whatever else asks.
 func (a *Agent) watchCalico(ctx context.Context) {
-	first := time.AfterFunc(calicoSyncWait, a.Poke)
-	defer first.Stop()
+	var once sync.Once
+	read := func() { once.Do(func() { close(a.calicoRead) }) }
+	timeout := time.AfterFunc(calicoSyncWait, func() {
+		a.log.Warn("Calico's resources not read in time; passes use what is known, and close nothing", "waited", calicoSyncWait)
+		read()
+	})
+	defer timeout.Stop()
 	for st := range a.calico.Watch(ctx) {
 		changed := a.host.SetEffective(calicoconfig.Resolve(a.cfg, st, true))
-		if st.Synced && first.Stop() || changed {
+		if st.Synced {
+			timeout.Stop()
+			read()
+		}
+		if changed {
 			a.Poke()
 		}
+	}
+}
+
+// awaitCalicoRead holds the first pass until Calico's resources are read (see watchCalico):
+// a pass on flags alone would open Felix's defaults on a node where Calico uses other ports,
+// only for the next pass to close them. It reports false when ctx ends first.
+func (a *Agent) awaitCalicoRead(ctx context.Context) bool {
+	if a.calicoRead == nil {
+		return true
+	}
+	select {
+	case <-a.calicoRead:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -2,8 +2,7 @@
 // FelixConfiguration, BGPConfiguration and IPPool resources (in whichever of Calico's API groups
 // is served: crd.projectcalico.org/v1 or projectcalico.org/v3 as CRDs), the tigera-operator's
 // Installation, Typha's Service and calico.yaml's calico-config ConfigMap. Everything is
-// watched (list, then watch; single-object watches where one object is meant); nothing is
-// polled. Resolve merges what they say with the agent's flags into the effective
+// watched (single-object watches where one object is meant); nothing is polled. Resolve merges what they say with the agent's flags into the effective
 // configuration, with the source of every setting and the disagreements.
 //
 // Like pkg/nodestatus it talks to the API server through client-go's REST client with small
@@ -18,8 +17,9 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
-	"time"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -101,6 +101,8 @@ type Client struct {
 	rc   rest.Interface
 	node string
 	log  *slog.Logger
+	// noWatchList is learnt by the first watch, before any other starts (see watcher).
+	noWatchList atomic.Bool
 }
 
 // New returns a client for the named node (its FelixConfiguration "node.<node>").
@@ -174,7 +176,7 @@ func (c *Client) Watch(ctx context.Context) <-chan State {
 			gen++
 			wctx, wcancel := context.WithCancel(ctx)
 			watches[key] = &running{target: t, cancel: wcancel, gen: gen}
-			w := &watcher{rc: c.rc, log: c.log, path: t.path, name: t.name, table: t.table}
+			w := &watcher{rc: c.rc, log: c.log, path: t.path, name: t.name, table: t.table, noWatchList: &c.noWatchList}
 			g := gen
 			w.send = func(objs map[string]json.RawMessage) {
 				select {
@@ -191,8 +193,6 @@ func (c *Client) Watch(ctx context.Context) <-chan State {
 			}
 		}
 		start(keyCRDs, target{path: "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", table: true})
-		start(keyTypha, target{path: "/api/v1/services", name: TyphaServiceName})
-		start(keyCalicoConfig, target{path: "/api/v1/namespaces/kube-system/configmaps", name: CalicoConfigMap})
 		// A state with a watch that has not listed yet (one just started for a CRD that
 		// appeared) goes out only when it lasts: its resources would read as absent, and
 		// the agent would open Calico's defaults for a moment only to close them again.
@@ -267,7 +267,7 @@ func servedGroup(crds map[string][]string, resource string) groupVersion {
 	return groupVersion{}
 }
 
-// targets are the watches of Calico's resources the CRDs call for; an empty path stops one.
+// targets are the watches the CRDs call for; an empty path stops one.
 func (c *Client) targets(crds map[string][]string) map[string]target {
 	of := func(resource, name string) target {
 		g := servedGroup(crds, resource)
@@ -285,6 +285,13 @@ func (c *Client) targets(crds map[string][]string) map[string]target {
 	}
 	if slices.Contains(crds["installations."+operatorGroup.group], operatorGroup.version) {
 		out[keyInstallation] = target{path: "/apis/" + operatorGroup.String() + "/installations", name: DefaultName}
+	}
+	// Typha's Service and calico-config mean something only with Calico installed; a node of
+	// a cluster without Calico watches nothing but the CRDs.
+	out[keyTypha], out[keyCalicoConfig] = target{}, target{}
+	if out[keyFelixDefault].path != "" || out[keyPools].path != "" || out[keyBGP].path != "" {
+		out[keyTypha] = target{path: "/api/v1/services", name: TyphaServiceName}
+		out[keyCalicoConfig] = target{path: "/api/v1/namespaces/kube-system/configmaps", name: CalicoConfigMap}
 	}
 	return out
 }

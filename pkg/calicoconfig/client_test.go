@@ -249,10 +249,27 @@ data: {calico_backend: vxlan}
 }
 
 // TestWatchRequests counts the client's requests in the apiserver's audit log: with Calico's
-// resources present, one list and one watch per resource (single-object watches where one
-// object is meant) and nothing else; then, while nothing changes, none at all.
+// resources present, one watch per resource (single-object watches where one object is meant)
+// where the apiserver streams a watch's initial state, else a list and a watch; then, while
+// nothing changes, none at all.
 func TestWatchRequests(t *testing.T) {
-	c := kubetest.Start(t)
+	for _, tt := range []struct {
+		name  string
+		args  []string
+		verbs []string
+	}{
+		{"watch-list", nil, []string{"watch"}},
+		// The first watch, of the CRDs, learns that the apiserver refuses watch-list; every
+		// other one lists and watches from the start.
+		{"list and watch (WatchList off, as before Kubernetes 1.32)", []string{"--feature-gates=WatchList=false"}, []string{"list", "watch"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testWatchRequests(t, tt.args, tt.verbs) })
+	}
+}
+
+func testWatchRequests(t *testing.T, apiserverArgs, verbs []string) {
+	refused := len(verbs) - 1 // the refused watch-list of the CRDs, without WatchList
+	c := kubetest.StartWith(t, kubetest.Options{APIServerArgs: apiserverArgs})
 	calicotest.Install(t, c, calicotest.V1)
 	calicotest.Install(t, c, calicotest.Operator, "installations.operator.tigera.io")
 	calicotest.Apply(t, c, `
@@ -299,7 +316,12 @@ spec: {cidr: 10.250.0.0/16, vxlanMode: Always}
 	want := map[string]int{}
 	for _, r := range []string{"customresourcedefinitions", "services/calico-typha", "configmaps/calico-config in kube-system",
 		"felixconfigurations/default", "felixconfigurations/node.node-a", "bgpconfigurations/default", "ippools", "installations/default"} {
-		want["list "+r], want["watch "+r] = 1, 1
+		for _, v := range verbs {
+			want[v+" "+r] = 1
+		}
+	}
+	if refused > 0 {
+		want["watch customresourcedefinitions (422)"] = refused
 	}
 	var got map[string]int
 	deadline := time.Now().Add(wait)

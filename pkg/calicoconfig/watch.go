@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -30,7 +31,13 @@ const (
 	retryMax = time.Minute
 )
 
-var errGone = errors.New("resource version too old")
+var (
+	errGone        = errors.New("resource version too old")
+	errNoWatchList = errors.New("the API server does not stream a watch's initial state")
+)
+
+// initialEventsEnd annotates the bookmark that ends a watch's initial state.
+const initialEventsEnd = "k8s.io/initial-events-end"
 
 // tableAccept asks for a resource as a server-side Table without the objects: for
 // CustomResourceDefinitions a row of a few hundred bytes (name, group, served versions,
@@ -38,10 +45,12 @@ var errGone = errors.New("resource version too old")
 // megabytes per node.
 const tableAccept = "application/json;as=Table;v=v1;g=meta.k8s.io"
 
-// watcher is a list and then a watch of one collection, or of one object in it (a field
-// selector on its name), kept as raw JSON objects keyed by namespace/name. It sends the whole
-// set after the list and after every event. A watch that ends is resumed from the last
-// resource version; one that is too old lists again.
+// watcher follows one collection, or one object in it (a field selector on its name), kept as
+// raw JSON objects keyed by namespace/name. It sends the whole set once it has read it and
+// after every event. One request does both where the API server streams a watch's initial
+// state (sendInitialEvents, "watch-list": on by default since Kubernetes 1.32, which marks
+// the end of the initial state with a bookmark); elsewhere a list and then a watch. A watch
+// that ends is resumed from the last resource version; one that is too old starts again.
 type watcher struct {
 	rc   rest.Interface
 	log  *slog.Logger
@@ -50,6 +59,9 @@ type watcher struct {
 	// table reads CustomResourceDefinitions as Table rows (see tableAccept).
 	table bool
 	send  func(objs map[string]json.RawMessage)
+	// noWatchList is set once the API server refused to stream a watch's initial state; the
+	// client's watches share it.
+	noWatchList *atomic.Bool
 }
 
 func (w *watcher) run(ctx context.Context) {
@@ -59,7 +71,11 @@ func (w *watcher) run(ctx context.Context) {
 	var cols columns
 	for ctx.Err() == nil {
 		var err error
-		if rv == "" {
+		initial := false
+		switch {
+		case rv == "" && !w.noWatchList.Load():
+			objs, initial = map[string]json.RawMessage{}, true
+		case rv == "":
 			objs, rv, err = w.list(ctx, &cols)
 			if err == nil {
 				w.send(clone(objs))
@@ -67,10 +83,15 @@ func (w *watcher) run(ctx context.Context) {
 		}
 		if err == nil {
 			var progressed bool
-			progressed, err = w.watch(ctx, &rv, objs, &cols)
+			progressed, err = w.watch(ctx, &rv, objs, &cols, initial)
 			if progressed {
 				b.Reset()
 			}
+		}
+		if errors.Is(err, errNoWatchList) {
+			w.log.Info("the API server does not stream a watch's initial state; listing, then watching", "err", err)
+			w.noWatchList.Store(true)
+			continue
 		}
 		if ctx.Err() != nil {
 			return
@@ -142,13 +163,21 @@ func (w *watcher) list(ctx context.Context, cols *columns) (map[string]json.RawM
 }
 
 // watch follows the collection from *rv until the watch ends, keeping objs and *rv current.
-func (w *watcher) watch(ctx context.Context, rv *string, objs map[string]json.RawMessage, cols *columns) (progressed bool, err error) {
-	stream, err := w.request().
+// With initial, it asks for the current state first and sends objs only once that is complete.
+func (w *watcher) watch(ctx context.Context, rv *string, objs map[string]json.RawMessage, cols *columns, initial bool) (progressed bool, err error) {
+	req := w.request().
 		Param("watch", "true").
 		Param("allowWatchBookmarks", "true").
-		Param("resourceVersion", *rv).
-		Param("timeoutSeconds", strconv.Itoa(int(watchTimeout.Seconds()))).
-		Stream(ctx)
+		Param("timeoutSeconds", strconv.Itoa(int(watchTimeout.Seconds())))
+	if initial {
+		req = req.Param("sendInitialEvents", "true").Param("resourceVersionMatch", "NotOlderThan").Param("resourceVersion", "")
+	} else {
+		req = req.Param("resourceVersion", *rv)
+	}
+	stream, err := req.Stream(ctx)
+	if initial && (apierrors.IsBadRequest(err) || apierrors.IsInvalid(err) || apierrors.IsForbidden(err) && strings.Contains(err.Error(), "sendInitialEvents")) {
+		return false, errNoWatchList
+	}
 	if apierrors.IsGone(err) || apierrors.IsResourceExpired(err) {
 		return false, errGone
 	}
@@ -156,6 +185,11 @@ func (w *watcher) watch(ctx context.Context, rv *string, objs map[string]json.Ra
 		return false, fmt.Errorf("watch %s: %w", w.path, err)
 	}
 	defer func() { _ = stream.Close() }()
+	defer func() {
+		if initial {
+			*rv = "" // ended before the initial state was complete: start again
+		}
+	}()
 	dec := json.NewDecoder(stream)
 	for {
 		var ev struct {
@@ -173,7 +207,7 @@ func (w *watcher) watch(ctx context.Context, rv *string, objs map[string]json.Ra
 			}
 			return progressed, fmt.Errorf("watch %s: %s", w.path, st.Message)
 		}
-		changed, newRV, err := w.apply(ev.Type, ev.Object, objs, cols)
+		changed, newRV, end, err := w.apply(ev.Type, ev.Object, objs, cols)
 		if err != nil {
 			return progressed, err
 		}
@@ -181,14 +215,17 @@ func (w *watcher) watch(ctx context.Context, rv *string, objs map[string]json.Ra
 			*rv = newRV
 		}
 		progressed = true
-		if changed {
+		if initial && end {
+			initial = false
+			w.send(clone(objs))
+		} else if changed && !initial {
 			w.send(clone(objs))
 		}
 	}
 }
 
-// apply records one watch event in objs.
-func (w *watcher) apply(typ string, raw json.RawMessage, objs map[string]json.RawMessage, cols *columns) (changed bool, rv string, err error) {
+// apply records one watch event in objs; end reports the bookmark that ends the initial state.
+func (w *watcher) apply(typ string, raw json.RawMessage, objs map[string]json.RawMessage, cols *columns) (changed bool, rv string, end bool, err error) {
 	type entry struct {
 		name string
 		obj  json.RawMessage
@@ -197,28 +234,32 @@ func (w *watcher) apply(typ string, raw json.RawMessage, objs map[string]json.Ra
 	if w.table {
 		var t table
 		if err := json.Unmarshal(raw, &t); err != nil {
-			return false, "", fmt.Errorf("decode watch event of %s: %w", w.path, err)
+			return false, "", false, fmt.Errorf("decode watch event of %s: %w", w.path, err)
 		}
 		rv = t.Metadata.ResourceVersion
 		if typ == "BOOKMARK" {
-			return false, rv, nil
+			// The bookmark's row carries the object's metadata, annotation and all.
+			for _, r := range t.Rows {
+				end = end || r.Object.Metadata.Annotations[initialEventsEnd] == "true"
+			}
+			return false, rv, end, nil
 		}
 		cols.learn(t.ColumnDefinitions)
 		for _, r := range t.Rows {
 			name, obj, err := cols.object(r)
 			if err != nil {
-				return false, "", fmt.Errorf("decode watch event of %s: %w", w.path, err)
+				return false, "", false, fmt.Errorf("decode watch event of %s: %w", w.path, err)
 			}
 			entries = append(entries, entry{name, obj})
 		}
 	} else {
 		m, err := metaOf(raw)
 		if err != nil {
-			return false, "", fmt.Errorf("decode watch event of %s: %w", w.path, err)
+			return false, "", false, fmt.Errorf("decode watch event of %s: %w", w.path, err)
 		}
 		rv = m.ResourceVersion
 		if typ == "BOOKMARK" {
-			return false, rv, nil
+			return false, rv, m.Annotations[initialEventsEnd] == "true", nil
 		}
 		entries = append(entries, entry{m.key(), raw})
 	}
@@ -232,7 +273,7 @@ func (w *watcher) apply(typ string, raw json.RawMessage, objs map[string]json.Ra
 			changed = true
 		}
 	}
-	return changed, rv, nil
+	return changed, rv, false, nil
 }
 
 func clone(m map[string]json.RawMessage) map[string]json.RawMessage {
@@ -245,9 +286,10 @@ func clone(m map[string]json.RawMessage) map[string]json.RawMessage {
 
 // meta is the part of an object's metadata the watcher reads.
 type meta struct {
-	Name            string `json:"name"`
-	Namespace       string `json:"namespace"`
-	ResourceVersion string `json:"resourceVersion"`
+	Name            string            `json:"name"`
+	Namespace       string            `json:"namespace"`
+	ResourceVersion string            `json:"resourceVersion"`
+	Annotations     map[string]string `json:"annotations"`
 }
 
 func (m meta) key() string {
@@ -273,9 +315,15 @@ type table struct {
 	ColumnDefinitions []struct {
 		Name string `json:"name"`
 	} `json:"columnDefinitions"`
-	Rows []struct {
-		Cells []json.RawMessage `json:"cells"`
-	} `json:"rows"`
+	Rows []tableRow `json:"rows"`
+}
+
+type tableRow struct {
+	Cells []json.RawMessage `json:"cells"`
+	// Object is set in a bookmark's row: the object's metadata.
+	Object struct {
+		Metadata meta `json:"metadata"`
+	} `json:"object"`
 }
 
 // columns are the positions of the CustomResourceDefinition table's columns this package
@@ -306,9 +354,7 @@ func (c *columns) learn(defs []struct {
 }
 
 // object turns a CustomResourceDefinition's row into its name and a crdRow object.
-func (c *columns) object(row struct {
-	Cells []json.RawMessage `json:"cells"`
-}) (string, json.RawMessage, error) {
+func (c *columns) object(row tableRow) (string, json.RawMessage, error) {
 	if !c.known {
 		return "", nil, errors.New("the API server's CustomResourceDefinition table lacks the Name, Versions or Established column")
 	}

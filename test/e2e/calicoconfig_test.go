@@ -333,11 +333,15 @@ spec: {cidr: 10.244.0.0/16, vxlanMode: Always}
 	}
 	slices.Sort(reads)
 	t.Logf("%d requests at start: %d reads %q, %d writes %q", len(start), len(reads), reads, len(writes), writes)
-	// A list and a watch of each: CRDs, FelixConfiguration default and node.NODE,
-	// BGPConfiguration, IPPools, Installation, Typha's Service, calico-config; and its Node's
-	// watch.
-	if want := 17; len(reads) != want {
+	// One watch of each (watch-list): CRDs, FelixConfiguration default and node.NODE,
+	// BGPConfiguration, IPPools, Installation, Typha's Service, calico-config; and its Node's.
+	if want := 9; len(reads) != want {
 		t.Errorf("%d reads at start, want %d", len(reads), want)
+	}
+	// The first pass already follows Calico (8472/udp, not Felix's default 4789): the label and
+	// report, the condition, the Event, and nothing to correct after.
+	if want := 3; len(writes) != want {
+		t.Errorf("%d writes at start, want %d: %s", len(writes), want, describeRequests(start))
 	}
 
 	quiet := time.Now()

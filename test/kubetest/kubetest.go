@@ -101,6 +101,9 @@ type Options struct {
 	// reach the apiserver in-cluster, through kube-proxy, wherever a route leads that address to
 	// the apiserver (see RelayOn). Otherwise the Service has no endpoints.
 	AdvertiseAddress netip.Addr
+	// APIServerArgs are more kube-apiserver flags, e.g. a feature gate turned off to test what
+	// older API servers do.
+	APIServerArgs []string
 }
 
 // ServiceIP is the ClusterIP of Service "kubernetes", the first address of the service range.
@@ -269,6 +272,7 @@ func start(opts Options) (c *Cluster, err error) {
 		// requests from the log as soon as they returned.
 		"--audit-log-mode=blocking",
 	}, endpoints...)
+	c.apiserverArgs = append(c.apiserverArgs, opts.APIServerArgs...)
 	if err := c.startAPIServer(); err != nil {
 		return c, err
 	}
