@@ -106,12 +106,16 @@ type Options struct {
 	APIServerArgs []string
 }
 
+// needsRoot is why a cluster needs root: its binaries are built into the machine-wide cache.
+const needsRoot = "builds etcd and kube-apiserver into /var/cache/calico-prep and runs them"
+
 // ServiceIP is the ClusterIP of Service "kubernetes", the first address of the service range.
 var ServiceIP = netip.MustParseAddr("10.96.0.1")
 
 // StartWith is Start with options.
 func StartWith(t testing.TB, opts Options) *Cluster {
 	t.Helper()
+	testkit.NeedsRoot(t, needsRoot)
 	c, err := start(opts)
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
@@ -139,6 +143,7 @@ type Shared struct {
 // it could not start.
 func (s *Shared) Cluster(t testing.TB) *Cluster {
 	t.Helper()
+	testkit.NeedsRoot(t, needsRoot)
 	s.once.Do(func() { s.c, s.err = start(Options{}) })
 	if s.err != nil {
 		t.Fatalf("start shared cluster: %v", s.err)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 // Options say what a node holds. The zero value is a bare node named "node" with the uplink
@@ -140,6 +142,7 @@ var (
 // down in t.Cleanup. When the test failed, the tails of the daemons' logs are logged first.
 func Up(t testing.TB, opts Options) *Node {
 	t.Helper()
+	testkit.NeedsRoot(t, "starts a sandboxed node: network and mount namespaces, a private system bus and its daemons")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	n, err := Start(ctx, opts)
