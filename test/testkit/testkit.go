@@ -183,4 +183,3 @@ func NeedsRoot(t testing.TB, why string) {
 	}
 	t.Skipf("needs root: %s", why)
 }
-
