@@ -2,15 +2,15 @@ package plan
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/calico-prep/calico-prep/test/fixtures"
 
 	"go4.org/netipx"
 
@@ -41,23 +41,10 @@ func defaultOptions() Options {
 	}
 }
 
-func loadSnapshot(t testing.TB, name string) host.Snapshot {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s host.Snapshot
-	if err := json.Unmarshal(b, &s); err != nil {
-		t.Fatalf("parse %s: %v", name, err)
-	}
-	return s
-}
-
 // The seed guide's decision, made on its one VM: 192.168.0.0/16 collides with ens33 and
 // virbr0, 172.16.0.0/16 does not.
 func TestMakeSeedGuide(t *testing.T) {
-	rep := report.Node{V: report.Version, Ready: true, Host: report.HostOf(loadSnapshot(t, "seed-host.json"))}
+	rep := report.Node{V: report.Version, Ready: true, Host: report.HostOf(fixtures.SeedHost(t))}
 	nodes := []Node{{Name: "seed", InternalIPs: []netip.Addr{netip.MustParseAddr("192.168.79.128")}, ControlPlane: true, Report: &rep}}
 	p, err := Make(t.Context(), nodes, defaultOptions())
 	if err != nil {
@@ -401,7 +388,7 @@ func TestMakeAutodetectIntendedInterface(t *testing.T) {
 }
 
 func TestIntended(t *testing.T) {
-	seed := report.Node{Host: report.HostOf(loadSnapshot(t, "seed-host.json"))}
+	seed := report.Node{Host: report.HostOf(fixtures.SeedHost(t))}
 	ip := func(s string) []netip.Addr { return []netip.Addr{netip.MustParseAddr(s)} }
 	tests := []struct {
 		name   string

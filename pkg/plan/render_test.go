@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/calico-prep/calico-prep/test/fixtures"
+
 	"github.com/calico-prep/calico-prep/pkg/plan/plantest"
 	"github.com/calico-prep/calico-prep/pkg/report"
 )
@@ -18,7 +20,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 // the seed guide's single node, and a mixed cluster whose plan is partial (one node without a
 // report) with an IPv6 pool and WireGuard. Run with -update after a deliberate change.
 func TestWriteGolden(t *testing.T) {
-	seedRep := report.Node{V: report.Version, Ready: true, Host: report.HostOf(loadSnapshot(t, "seed-host.json"))}
+	seedRep := report.Node{V: report.Version, Ready: true, Host: report.HostOf(fixtures.SeedHost(t))}
 	seed := []Node{{Name: "seed", InternalIPs: []netip.Addr{netip.MustParseAddr("192.168.79.128")}, ControlPlane: true, Report: &seedRep}}
 
 	mixed := nodesOf(plantest.Cluster("w", 12))
