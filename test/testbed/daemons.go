@@ -94,6 +94,9 @@ func (n *Node) startDaemons(ctx context.Context) error {
 // StartFirewalld starts firewalld with the node's private configuration and waits until it
 // reports state RUNNING on the bus.
 func (n *Node) StartFirewalld(ctx context.Context) error {
+	if _, _, err := n.checkNetNS("firewalld"); err != nil {
+		return err
+	}
 	extra, logArgs, err := n.firewalldExtra()
 	if err != nil {
 		return fmt.Errorf("start firewalld: %w", err)
@@ -138,6 +141,9 @@ func (n *Node) StartNetworkManager(ctx context.Context) error {
 	argv := []string{"NetworkManager", "--no-daemon", "--debug", "--log-level=INFO"}
 	if n.opts.Debug {
 		argv[3] = "--log-level=DEBUG"
+	}
+	if _, _, err := n.checkNetNS("NetworkManager"); err != nil {
+		return err
 	}
 	extra, err := n.networkManagerExtra()
 	if err != nil {

@@ -71,25 +71,36 @@ type launchExtra struct {
 	binds map[string]string
 }
 
-// launch starts argv inside the node: a network namespace that is not the host's (checked
-// here and again by the launcher right before exec) and a private mount namespace.
-func (n *Node) launch(name string, extra launchExtra, argv ...string) (*daemon, error) {
+// checkNetNS refuses to start name unless the node's network namespace is its own and not
+// the host's, and returns that namespace's inode and the host's namespaces. Start functions
+// call it before they build or write anything.
+func (n *Node) checkNetNS(name string) (uint64, map[uint64]bool, error) {
 	if n.NetNS == "" || n.Dir == "" {
-		return nil, fmt.Errorf("start %s: node has no namespace or directory", name)
+		return 0, nil, fmt.Errorf("start %s: node has no namespace or directory", name)
 	}
 	ino, err := nsInode(n.NetNS)
 	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
+		return 0, nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	hostNet, err := hostNamespaces("net")
 	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
+		return 0, nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	if hostNet[ino] {
-		return nil, fmt.Errorf("start %s in %q (net:[%d]): %w", name, n.NetNS, ino, ErrHostNetNS)
+		return 0, nil, fmt.Errorf("start %s in %q (net:[%d]): %w", name, n.NetNS, ino, ErrHostNetNS)
 	}
 	if n.netnsIno != 0 && ino != n.netnsIno {
-		return nil, fmt.Errorf("start %s in %q (net:[%d]): the node's namespace is net:[%d]: %w", name, n.NetNS, ino, n.netnsIno, ErrHostNetNS)
+		return 0, nil, fmt.Errorf("start %s in %q (net:[%d]): the node's namespace is net:[%d]: %w", name, n.NetNS, ino, n.netnsIno, ErrHostNetNS)
+	}
+	return ino, hostNet, nil
+}
+
+// launch starts argv inside the node: a network namespace that is not the host's (checked
+// here and again by the launcher right before exec) and a private mount namespace.
+func (n *Node) launch(name string, extra launchExtra, argv ...string) (*daemon, error) {
+	ino, hostNet, err := n.checkNetNS(name)
+	if err != nil {
+		return nil, err
 	}
 	hostMnt, err := hostNamespaces("mnt")
 	if err != nil {

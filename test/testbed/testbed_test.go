@@ -23,7 +23,8 @@ func TestOptionsDefaultsAndValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Options{Name: "node", Uplink: "ens33", UplinkAddr: netip.MustParsePrefix("192.168.79.128/24"), PodCIDR: netip.MustParsePrefix("10.65.128.0/24")}
+	want := Options{Name: "node", Uplink: "ens33", UplinkAddr: netip.MustParsePrefix("192.168.79.128/24"), PodCIDR: netip.MustParsePrefix("10.65.128.0/24"),
+		FirewalldBackend: "nftables", FirewalldVersion: Debian, NetworkManagerVersion: Debian}
 	if got != want {
 		t.Errorf("defaults = %+v, want %+v", got, want)
 	}
