@@ -484,8 +484,10 @@ func gateCalico(t *testing.T, c *Cluster, repo, work string) {
 	}
 
 	// Fixed, node-b is prepared and gets its calico-node.
+	began := time.Now()
 	release(t, b)
 	waitNode(t, c, b.Name, 2*time.Minute, "prepared", prepared)
+	t.Logf("figure: collision removed → node %s prepared in %s", b.Name, time.Since(began).Round(100*time.Millisecond))
 	testkit.Eventually(t, 3*time.Minute, func() string {
 		pods := podsOn(t, c, "kube-system", "k8s-app=calico-node")
 		if p, ok := pods[b.Name]; !ok || !podReady(p) {
