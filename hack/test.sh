@@ -33,6 +33,7 @@ step "build kube binaries" hack/build-kube.sh
 step "build containerd" hack/build-containerd.sh
 step "build lint tools" hack/tools.sh
 step "build helm" hack/helm.sh
+step "build prometheus" hack/prometheus.sh
 step "build firewalld/NetworkManager matrix" hack/build-upstream.sh all
 step "build Calico" hack/build-calico.sh
 gofmt_clean() {

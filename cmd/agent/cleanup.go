@@ -48,7 +48,14 @@ func cleanupFirewalld(ctx context.Context, cfg config.Config, stdout io.Writer) 
 		return err
 	}
 	defer func() { _ = c.Close() }()
-	if err := firewalld.Cleanup(ctx, c, cfg.StateDir); err != nil {
+	done, err := firewalld.Cleanup(ctx, c, cfg.StateDir)
+	for _, z := range done.Restored {
+		fmt.Fprintf(stdout, "firewalld: zone %s is its packaged version again (nothing but calico-prep's rules had changed it)\n", z)
+	}
+	for _, z := range done.Kept {
+		fmt.Fprintf(stdout, "firewalld: zone %s keeps its copy in /etc/firewalld: it was changed by others since calico-prep first changed it, and their changes stay\n", z)
+	}
+	if err != nil {
 		if errors.Is(err, firewalld.ErrNotRunning) {
 			fmt.Fprintln(stdout, "firewalld: not running; nothing removed (its record stays for a later cleanup)")
 			return nil

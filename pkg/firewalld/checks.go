@@ -398,6 +398,9 @@ func (m *manager) applyRule(ctx context.Context, r Rule) (err error) {
 		if pz, err = m.c.ConfigZone(ctx, zone); err != nil {
 			return fmt.Errorf("look up firewalld zone %q: %w", zone, err)
 		}
+		if err := st.notePackaged(ctx, pz); err != nil {
+			return fmt.Errorf("read firewalld zone %q before changing it: %w", zone, err)
+		}
 		if r.IPProtocol != "" {
 			err = pz.AddProtocol(ctx, r.IPProtocol)
 		} else {

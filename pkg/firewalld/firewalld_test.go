@@ -378,7 +378,7 @@ func TestTrafficBGPPort(t *testing.T) {
 	if err := connect(); err != nil {
 		t.Fatalf("TCP 179 after calico-prep: %v", err)
 	}
-	if err := firewalld.Cleanup(ctx, c, a.StateDir); err != nil {
+	if _, err := firewalld.Cleanup(ctx, c, a.StateDir); err != nil {
 		t.Fatal(err)
 	}
 	if err := connect(); err == nil {
@@ -485,7 +485,7 @@ func TestTrafficForwarding(t *testing.T) {
 	if err := podToHost(); err != nil {
 		t.Errorf("the pod to node a with forwarding applied: %v", err)
 	}
-	if err := firewalld.Cleanup(ctx, c, a.StateDir); err != nil {
+	if _, err := firewalld.Cleanup(ctx, c, a.StateDir); err != nil {
 		t.Fatal(err)
 	}
 	blocked("after cleanup")
@@ -623,7 +623,7 @@ func TestOwnership(t *testing.T) {
 	// With the record gone the rules in the public zone look like the operator's, but the zone
 	// and policies carry calico-prep's mark.
 	failIfNotReady(t, run(ctx, check.Reconcile, firewalld.Checks(c, opts)))
-	if err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
+	if _, err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.ZoneSettings(ctx, firewalld.ForwardingZone); !errors.Is(err, firewalld.ErrInvalidZone) {
@@ -632,7 +632,7 @@ func TestOwnership(t *testing.T) {
 	if on, _ := c.QueryPort(ctx, defaultZone, "179", "tcp"); !on {
 		t.Error("cleanup removed 179/tcp, which after the lost record counts as the operator's")
 	}
-	if err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
+	if _, err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
 		t.Errorf("a second cleanup: %v", err)
 	}
 }
@@ -664,7 +664,7 @@ func TestOperatorRulesSurvive(t *testing.T) {
 		!bytes.Contains(applied, []byte(`<protocol value="ipencap"/>`)) {
 		t.Errorf("zone file after apply:\n%s", applied)
 	}
-	if err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
+	if _, err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
 		t.Fatal(err)
 	}
 	if after := readFile(t, zoneFile); !bytes.Equal(after, original) {
@@ -717,7 +717,7 @@ func TestOperatorFormsAndCallsPerPass(t *testing.T) {
 		t.Error("ipencap was not applied; the test needs one rule of calico-prep's own")
 	}
 	// Cleanup removes ipencap and keeps the operator's ports: they were never calico-prep's.
-	if err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
+	if _, err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []func(context.Context, string) (firewalld.ZoneSettings, error){c.ZoneSettings, permanentSettings(c)} {
@@ -912,7 +912,7 @@ func TestNotRunning(t *testing.T) {
 		t.Errorf("mode off: %d checks, want none", len(checks))
 	}
 	for _, client := range []*firewalld.Client{c, nil} {
-		if err := firewalld.Cleanup(ctx, client, n.StateDir); err != nil {
+		if _, err := firewalld.Cleanup(ctx, client, n.StateDir); err != nil {
 			t.Errorf("cleanup with nothing recorded, client %t: %v", client != nil, err)
 		}
 	}
@@ -930,7 +930,7 @@ func TestCleanupWaitsForFirewalld(t *testing.T) {
 	if err := n.StopFirewalld(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := firewalld.Cleanup(ctx, c, n.StateDir); !errors.Is(err, firewalld.ErrNotRunning) {
+	if _, err := firewalld.Cleanup(ctx, c, n.StateDir); !errors.Is(err, firewalld.ErrNotRunning) {
 		t.Errorf("cleanup without firewalld = %v, want ErrNotRunning", err)
 	}
 	if got := readFile(t, stateFile); !bytes.Equal(got, recorded) {
@@ -939,7 +939,7 @@ func TestCleanupWaitsForFirewalld(t *testing.T) {
 	if err := n.StartFirewalld(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
+	if _, err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
 		t.Fatal(err)
 	}
 	if on, err := c.QueryPort(ctx, defaultZone, "179", "tcp"); err != nil || on {

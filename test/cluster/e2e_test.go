@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -45,15 +46,17 @@ var vxlanEnv = map[string]string{
 // TestDaemonSetOnRealCluster is README's Deploy section on a two-node cluster with a real
 // kubelet and containerd: make image, the DaemonSet from deploy/base, the admission policy for
 // the pod's own token, Calico's real manifest gated through deploy/gating/calico-manifest, a
-// rolling update, a killed container, removal with deploy/cleanup, then the Helm chart scraped by
-// Prometheus. The host is checked unchanged before, during and after.
+// rolling update, a killed container, the move from deploy/base to the Helm chart scraped by
+// Prometheus, then removal with deploy/cleanup. The host is checked unchanged before, during and
+// after.
 func TestDaemonSetOnRealCluster(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the cluster's nodes are namespaces, mounts and cgroups")
 	}
 	hostBefore := snapshotHost(t)
+	var roots []string // the nodes' cgroup roots
 	t.Cleanup(func() {
-		if d := hostBefore.diff(snapshotHost(t), true); d != "" {
+		if d := hostBefore.others(roots).diff(snapshotHost(t).others(roots), true); d != "" {
 			t.Errorf("the host changed after the cluster was torn down:\n%s", d)
 		}
 	})
@@ -73,9 +76,17 @@ func TestDaemonSetOnRealCluster(t *testing.T) {
 	c := Up(t, Options{Images: []string{agentImage, standin}})
 	t.Logf("figure: cluster bring-up took %s (%v)", time.Since(began).Round(time.Second), c.Took)
 
+	for _, n := range c.Nodes {
+		roots = append(roots, n.CgroupRoot)
+	}
 	during := snapshotHost(t)
-	during.cgroups = hostBefore.cgroups // the nodes' own cgroup roots, removed at teardown
-	if d := hostBefore.diff(during, false); d != "" {
+	for _, r := range roots {
+		if !slices.ContainsFunc(during.cgroups, func(cg string) bool { return "/"+filepath.Base(cg) == r }) {
+			t.Errorf("the host check does not see node cgroup %s: it would not see one left behind", r)
+		}
+	}
+	// The nodes' own cgroup roots are there until teardown.
+	if d := hostBefore.others(nil).diff(during.others(nil), false); d != "" {
 		t.Errorf("the host changed while the cluster runs:\n%s", d)
 	}
 	a, b := c.Nodes[0], c.Nodes[1]
@@ -85,7 +96,7 @@ func TestDaemonSetOnRealCluster(t *testing.T) {
 	base := agentOverlay(t, repo, work)
 	before := map[string]map[string]string{}
 	for _, n := range c.Nodes {
-		before[n.Name] = configFiles(t, n)
+		before[n.Name], _ = configFiles(t, n)
 	}
 	holdUnprepared(t, b)
 	watch := watchNodes(t, c)
@@ -168,29 +179,42 @@ func TestDaemonSetOnRealCluster(t *testing.T) {
 		agentMemory(t, c, a)
 	})
 
-	// Not a step: the Helm install below does not depend on the comparison's outcome.
-	t.Run("removal restores firewalld and NetworkManager", func(t *testing.T) {
-		c.Kube.Kubectl(t, "delete", "-k", filepath.Join(work, "calico-manifest"), "--ignore-not-found", "--wait=false")
-		c.Kube.Kubectl(t, "-n", "calico-prep", "delete", "daemonset", "calico-prep", "--cascade=foreground")
-		c.Kube.Kubectl(t, "apply", "-k", filepath.Join(repo, "deploy/cleanup"))
-		c.Kube.Kubectl(t, "-n", "calico-prep", "rollout", "status", "daemonset/calico-prep-cleanup", "--timeout=3m")
-		for _, n := range c.Nodes {
-			if d := diffFiles(before[n.Name], configFiles(t, n)); d != "" {
-				t.Errorf("node %s: firewalld/NetworkManager configuration after cleanup differs from before the install:\n%s", n.Name, d)
-			}
-		}
-		c.Kube.Kubectl(t, "delete", "-k", filepath.Join(repo, "deploy/cleanup"))
-		c.Kube.Kubectl(t, "delete", "--ignore-not-found", "-k", base)
+	// From deploy/base to the chart, as an operator moving to Helm would: what the agent applied
+	// stays while no agent runs, and the chart's agent finds it in place.
+	var helm helmRelease
+	step(t, "helm install scraped by Prometheus", func(t *testing.T) {
+		mark := watch.mark()
+		c.Kube.Kubectl(t, "delete", "-k", base)
 		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 		defer cancel()
 		if err := c.WaitPodsGone(ctx, "calico-prep"); err != nil {
 			t.Fatal(err)
 		}
-		// Helm below creates the namespace again, which cannot happen while it terminates.
+		// The chart creates the namespace again, which cannot happen while it terminates.
 		c.Kube.Kubectl(t, "wait", "--for=delete", "namespace/calico-prep", "--timeout=3m")
+		helm = helmInstall(t, c, repo)
+		for _, n := range c.Nodes {
+			watch.steady(t, mark, n.Name, "deploy/base replaced by the chart")
+		}
+		scrapedByPrometheus(t, c, repo)
 	})
 
-	step(t, "helm install scraped by Prometheus", func(t *testing.T) { helmAndPrometheus(t, c, repo) })
+	step(t, "removal restores firewalld and NetworkManager", func(t *testing.T) {
+		// README, Remove: un-gate Calico (here: remove it), stop the agent, clean up, uninstall.
+		c.Kube.Kubectl(t, "delete", "-k", filepath.Join(work, "calico-manifest"), "--ignore-not-found", "--wait=false")
+		c.Kube.Kubectl(t, "-n", "calico-prep", "delete", "daemonset", "calico-prep", "--cascade=foreground")
+		c.Kube.Kubectl(t, "apply", "-k", filepath.Join(repo, "deploy/cleanup"))
+		c.Kube.Kubectl(t, "-n", "calico-prep", "rollout", "status", "daemonset/calico-prep-cleanup", "--timeout=3m")
+		for _, n := range c.Nodes {
+			after, backups := configFiles(t, n)
+			if d := diffFiles(before[n.Name], after); d != "" {
+				t.Errorf("node %s: firewalld/NetworkManager configuration after cleanup differs from before the install:\n%s", n.Name, d)
+			}
+			t.Logf("node %s: configuration as before the install; firewalld's own backups left: %v", n.Name, backups)
+		}
+		c.Kube.Kubectl(t, "delete", "-k", filepath.Join(repo, "deploy/cleanup"))
+		helm.run(t, "uninstall", "calico-prep", "-n", "calico-prep", "--wait", "--timeout=3m")
+	})
 }
 
 // step runs one step of the sequence as a subtest and stops the sequence when it fails: every
@@ -460,8 +484,10 @@ func gateCalico(t *testing.T, c *Cluster, repo, work string) {
 	}
 
 	// Fixed, node-b is prepared and gets its calico-node.
+	began := time.Now()
 	release(t, b)
 	waitNode(t, c, b.Name, 2*time.Minute, "prepared", prepared)
+	t.Logf("figure: collision removed → node %s prepared in %s", b.Name, time.Since(began).Round(100*time.Millisecond))
 	testkit.Eventually(t, 3*time.Minute, func() string {
 		pods := podsOn(t, c, "kube-system", "k8s-app=calico-node")
 		if p, ok := pods[b.Name]; !ok || !podReady(p) {
@@ -520,21 +546,50 @@ func agentMemory(t *testing.T, c *Cluster, n *Node) {
 		n.Name, fields["total_rss"], fields["total_cache"], fields["total_mapped_file"], rss[1])
 }
 
-// helmAndPrometheus installs the chart, scrapes it with Debian's Prometheus through
-// kubernetes_sd_configs (role pod) relabelled as the PodMonitor selects, and shows the
-// PrometheusRule's alert for a node held unprepared.
-func helmAndPrometheus(t *testing.T, c *Cluster, repo string) {
-	b := c.Nodes[1]
-	helm := strings.TrimSpace(run(t, repo, nil, filepath.Join(repo, "hack/helm.sh")))
+// helmRelease runs the pinned helm against the cluster, with its own cache and configuration.
+type helmRelease struct {
+	bin, repo string
+	env       []string
+}
+
+func (h helmRelease) run(t *testing.T, args ...string) {
+	t.Helper()
+	run(t, h.repo, h.env, h.bin, args...)
+}
+
+// helmInstall installs the chart with Calico's VXLAN settings and 9476/tcp opened, and waits
+// for its pods to be ready (the agents' readiness is the node's: prepared).
+func helmInstall(t *testing.T, c *Cluster, repo string) helmRelease {
+	t.Helper()
 	home := t.TempDir()
-	helmEnv := []string{"KUBECONFIG=" + c.Kube.Kubeconfig, "HELM_CACHE_HOME=" + home, "HELM_CONFIG_HOME=" + home, "HELM_DATA_HOME=" + home}
+	h := helmRelease{
+		bin: strings.TrimSpace(run(t, repo, nil, filepath.Join(repo, "hack/helm.sh"))), repo: repo,
+		env: []string{"KUBECONFIG=" + c.Kube.Kubeconfig, "HELM_CACHE_HOME=" + home, "HELM_CONFIG_HOME=" + home, "HELM_DATA_HOME=" + home},
+	}
 	// Prometheus scrapes the agents from outside their nodes, so firewalld must let 9476/tcp in.
-	run(t, repo, helmEnv, helm, "install", "calico-prep", "deploy/helm/calico-prep", "-n", "calico-prep", "--create-namespace",
+	cmd := exec.CommandContext(t.Context(), h.bin, "install", "calico-prep", "deploy/helm/calico-prep", "-n", "calico-prep", "--create-namespace",
 		"--set-json", `firewalld.extraPorts=["9476/tcp"]`,
 		"--set", "calico.CALICO_IPV4POOL_IPIP="+vxlanEnv["CALICO_IPV4POOL_IPIP"],
 		"--set", "calico.CALICO_IPV4POOL_VXLAN="+vxlanEnv["CALICO_IPV4POOL_VXLAN"],
 		"--set", "calico.CALICO_NETWORKING_BACKEND="+vxlanEnv["CALICO_NETWORKING_BACKEND"],
-		"--wait", "--timeout=5m")
+		"--wait", "--timeout=3m")
+	cmd.Dir, cmd.Env = repo, append(os.Environ(), h.env...)
+	began := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		pods, _ := c.Kube.TryKubectl(t, "-n", "calico-prep", "get", "daemonsets,pods", "-o", "wide")
+		t.Errorf("helm install: %v\n%s\n%s", err, out, pods)
+		agentsSay(t, c)
+		t.FailNow()
+	}
+	t.Logf("helm install --wait: every agent ready in %s", time.Since(began).Round(100*time.Millisecond))
+	return h
+}
+
+// scrapedByPrometheus scrapes the agents with upstream Prometheus through kubernetes_sd_configs
+// (role pod) relabelled as the PodMonitor selects, and shows the PrometheusRule's alert for a
+// node held unprepared.
+func scrapedByPrometheus(t *testing.T, c *Cluster, repo string) {
+	b := c.Nodes[1]
 	for _, n := range c.Nodes {
 		waitNode(t, c, n.Name, 2*time.Minute, "prepared", prepared)
 	}
@@ -582,5 +637,24 @@ func helmAndPrometheus(t *testing.T, c *Cluster, repo string) {
 	if err != nil || len(series) != 1 {
 		t.Fatalf("scraped series for %s: %v, %v", b.Name, series, err)
 	}
-	ruleTest(t, repo, series[0].Metric, alert)
+	prom.ruleTest(t, repo, series[0].Metric, alert)
+}
+
+// agentsSay logs, for a failure, what the agents report: each Node's condition and the tail of
+// each agent container's log, read from the node's /var/log/pods.
+func agentsSay(t *testing.T, c *Cluster) {
+	t.Helper()
+	cs, err := c.Kube.Clientset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		if node, err := cs.CoreV1().Nodes().Get(t.Context(), n.Name, metav1.GetOptions{}); err == nil {
+			t.Logf("node %s: labels %v, condition %+v", n.Name, node.Labels, NodeCondition(node, nodestatus.ConditionType))
+		}
+		logs, _ := filepath.Glob(filepath.Join(n.Root("/var/log/pods"), "calico-prep_*", "agent", "*.log"))
+		for _, l := range logs {
+			t.Logf("node %s: %s:\n%s", n.Name, strings.TrimPrefix(l, n.Dir), testkit.Tail(l, 15))
+		}
+	}
 }

@@ -337,8 +337,11 @@ func (p *podClient) patch(t *testing.T, path, body string) (int, string) {
 }
 
 // configFiles reads every file under the node's firewalld and NetworkManager configuration:
-// path relative to the node's root → mode and content.
-func configFiles(t *testing.T, n *Node) map[string]string {
+// path relative to the node's root → mode and content. firewalld's backups are left out and
+// returned apart: each time firewalld rewrites or removes a file in /etc/firewalld (over D-Bus,
+// or for firewall-cmd) it keeps the former version as <file>.old, which it never reads back.
+// calico-prep does not delete them, since it deletes no file it does not own.
+func configFiles(t *testing.T, n *Node) (files map[string]string, backups []string) {
 	t.Helper()
 	out := map[string]string{}
 	for _, root := range []string{n.FirewalldDir, filepath.Dir(n.NMConfDir)} {
@@ -351,6 +354,10 @@ func configFiles(t *testing.T, n *Node) map[string]string {
 				return err
 			}
 			rel := strings.TrimPrefix(p, n.Dir)
+			if root == n.FirewalldDir && !d.IsDir() && strings.HasSuffix(p, ".old") {
+				backups = append(backups, rel)
+				return nil
+			}
 			if d.IsDir() {
 				out[rel] = fi.Mode().String()
 				return nil
@@ -366,7 +373,7 @@ func configFiles(t *testing.T, n *Node) map[string]string {
 			t.Fatal(err)
 		}
 	}
-	return out
+	return out, backups
 }
 
 func diffFiles(before, after map[string]string) string {

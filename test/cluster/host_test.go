@@ -24,13 +24,16 @@ type hostState struct {
 }
 
 // hostPaths are what a kubelet, containerd, kube-proxy or the deployed pods would write on a
-// host where they escaped their node's mounts, and the test bed's daemons' paths.
+// host where they escaped their node's mounts (every hostPath of deploy/base, deploy/cleanup and
+// Calico's manifest the kubelet may create or a container may write, /var/run being /run; a
+// bpffs mounted at /sys/fs/bpf shows in the mounts), and the test bed's daemons' paths.
 var hostPaths = []string{
 	"/var/lib/kubelet", "/var/lib/containerd", "/run/containerd", "/var/log/pods", "/var/log/containers",
 	"/opt/cni", "/etc/cni", "/var/lib/calico", "/run/calico", "/run/xtables.lock", "/var/lib/calico-prep",
 	"/var/lib/cni", "/var/log/calico", "/run/nodeagent", "/etc/kubernetes", "/etc/containerd", "/opt/containerd",
 	"/opt/nri", "/etc/nri", "/run/nri", "/run/dbus", "/etc/NetworkManager", "/etc/firewalld",
 	"/var/lib/NetworkManager", "/run/NetworkManager", "/run/firewalld", "/etc/resolv.conf", "/etc/hostname",
+	"/etc/systemd/network", "/etc/systemd/networkd.conf.d", "/run/systemd/network",
 }
 
 // globalSysctls are kernel settings of the whole machine (or of the host's network namespace)
@@ -94,7 +97,8 @@ func snapshotHost(t *testing.T) hostState {
 	for _, h := range hierarchies {
 		entries, _ := os.ReadDir(h)
 		for _, e := range entries {
-			if strings.HasPrefix(e.Name(), "calico-prep-") {
+			// Cluster nodes' cgroup roots, and what a kubelet outside its cgroupRoot would make.
+			if strings.HasPrefix(e.Name(), "calico-prep-") || strings.HasPrefix(e.Name(), "kubepods") {
 				s.cgroups = append(s.cgroups, filepath.Join(h, e.Name()))
 			}
 		}
@@ -122,6 +126,16 @@ func dropComments(s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// others leaves out the cgroup roots of clusters other than the one whose nodes have roots
+// (other tests' clusters on the same machine come and go).
+func (s hostState) others(roots []string) hostState {
+	s.cgroups = slices.DeleteFunc(slices.Clone(s.cgroups), func(cg string) bool {
+		name := filepath.Base(cg)
+		return strings.HasPrefix(name, "calico-prep-") && !slices.Contains(roots, "/"+name)
+	})
+	return s
 }
 
 // diff says what changed; children are compared only when withChildren (the cluster's own

@@ -126,11 +126,13 @@ func scrapeConfig(t *testing.T, repo, apiServer, dir string) map[string]any {
 	}
 }
 
-// prometheus is Debian's Prometheus running in the cluster's core namespace, which routes to
-// every node.
+// prometheus is upstream Prometheus (hack/prometheus.sh: Debian's package has no Kubernetes
+// discovery) running in the cluster's core namespace, which routes to every node.
 type prometheus struct {
 	core string
 	addr string
+	// dir holds prometheus and promtool.
+	dir string
 }
 
 // promRBAC lets Prometheus's ServiceAccount discover pods.
@@ -183,7 +185,8 @@ func startPrometheus(t *testing.T, c *Cluster, repo string) *prometheus {
 			t.Fatal(err)
 		}
 	}
-	out, err := exec.Command("promtool", "check", "config", filepath.Join(dir, "prometheus.yml")).CombinedOutput()
+	p := &prometheus{core: c.CoreNetNS, addr: "127.0.0.1:9090", dir: strings.TrimSpace(run(t, repo, nil, filepath.Join(repo, "hack/prometheus.sh")))}
+	out, err := exec.Command(filepath.Join(p.dir, "promtool"), "check", "config", filepath.Join(dir, "prometheus.yml")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool check config: %v\n%s\n%s", err, out, cfg)
 	}
@@ -192,10 +195,9 @@ func startPrometheus(t *testing.T, c *Cluster, repo string) *prometheus {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	p := &prometheus{core: c.CoreNetNS, addr: "127.0.0.1:9090"}
-	cmd := exec.Command("nsenter", "--net="+c.CoreNetNS, "--", "prometheus",
+	cmd := exec.Command("nsenter", "--net="+c.CoreNetNS, "--", filepath.Join(p.dir, "prometheus"),
 		"--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+p.addr, "--web.console.templates="+dir, "--web.console.libraries="+dir)
+		"--web.listen-address="+p.addr)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	proc, err := testkit.Start(cmd)
 	if err != nil {
@@ -281,7 +283,7 @@ func (p *prometheus) alerts(t *testing.T) ([]promAlert, error) {
 // ruleTest runs promtool's rule test: the series as scraped, held at 0, must not fire before
 // the rule's 10 minutes and must fire after them, with the labels and annotations Prometheus gave
 // the pending alert.
-func ruleTest(t *testing.T, repo string, series map[string]string, pending promAlert) {
+func (p *prometheus) ruleTest(t *testing.T, repo string, series map[string]string, pending promAlert) {
 	t.Helper()
 	var sel []string
 	for k, v := range series {
@@ -325,7 +327,7 @@ func ruleTest(t *testing.T, repo string, series map[string]string, pending promA
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "promtool", "test", "rules", "test.yaml")
+	cmd := exec.CommandContext(ctx, filepath.Join(p.dir, "promtool"), "test", "rules", "test.yaml")
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("promtool test rules with the scraped series: %v\n%s\n%s", err, out, test)
