@@ -80,14 +80,14 @@ func TestRealCalico(t *testing.T) {
 	if d := hostBefore.diff(during, false); d != "" {
 		t.Errorf("the host changed while the cluster runs:\n%s", d)
 	}
-	e := &calicoE2E{t: t, c: c, repo: repo, work: work, agentBin: agentBin, firstFound: map[string]string{}}
+	e := &calicoE2E{c: c, repo: repo, work: work, agentBin: agentBin, firstFound: map[string]string{}}
 
 	step(t, "calico-prep reports Calico's default pool overlapping ens33", e.deployAgent)
 	step(t, "Calico applied, held off every node", e.applyCalico)
 	step(t, "agent plan, applied as an operator would: calico-node starts", e.planAndPatch)
 	step(t, "calico-node's address is calico-prep's prediction", e.addressAgrees)
 	step(t, "pods talk across the nodes through firewalld", e.podsTalk)
-	step(t, "Felix is healthy and calico-prep's link checks pass on Felix's links", e.felixAndLinks)
+	step(t, "Felix and calico-kube-controllers are healthy; calico-prep's link checks pass on Felix's links", e.felixAndLinks)
 	step(t, "firewalld reload and NetworkManager restart while traffic flows", e.reloadAndRestart)
 	step(t, "without calico-prep's firewalld rules pod traffic fails", e.withoutFirewalldRules)
 	step(t, "without calico-prep's NetworkManager drop-in", e.withoutDropIn)
@@ -95,7 +95,6 @@ func TestRealCalico(t *testing.T) {
 
 // calicoE2E is the state TestRealCalico's steps share.
 type calicoE2E struct {
-	t        *testing.T
 	c        *Cluster
 	repo     string
 	work     string
@@ -370,6 +369,16 @@ func (e *calicoE2E) felixAndLinks(t *testing.T) {
 		}
 		t.Logf("node %s: Felix live and ready; links/vxlan.calico and links/cali-veths pass on %v", n.Name, mtus)
 	}
+	// calico-kube-controllers, a pod on the pod network, reaches the apiserver through the
+	// kubernetes Service and reports itself ready.
+	testkit.Eventually(t, 2*time.Minute, func() string {
+		for _, p := range podsOn(t, e.c, "kube-system", "k8s-app=calico-kube-controllers") {
+			if podReady(p) {
+				return ""
+			}
+		}
+		return "calico-kube-controllers is not ready"
+	})
 }
 
 func (e *calicoE2E) reloadAndRestart(t *testing.T) {
