@@ -11,7 +11,7 @@ endif
 # The one build command; the Dockerfile runs the same line.
 GOBUILD = CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 
-.PHONY: build image e2e-cluster e2e-calico demo test check bench fuzz-long calico test-calico
+.PHONY: build image e2e-cluster e2e-calico demo test check bench fuzz-long calico
 
 build:
 	$(GOBUILD) -o bin/agent ./cmd/agent
@@ -80,6 +80,3 @@ fuzz-long:
 calico:
 	hack/build-calico.sh
 
-# The real calico-node and CNI plugin in two test-bed nodes against a real kube-apiserver (root).
-test-calico:
-	go test -tags calico -count=1 -timeout 45m -v ./test/calico

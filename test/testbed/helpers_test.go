@@ -126,7 +126,7 @@ func snapshotHost(t *testing.T, ctx context.Context, nodeName string) hostState 
 		"/usr/lib/firewalld", "/usr/sbin/firewalld", "/usr/sbin/NetworkManager", "/usr/libexec",
 		"/etc/systemd/network", "/etc/systemd/networkd.conf", "/etc/systemd/networkd.conf.d",
 		"/run/systemd/netif", "/run/systemd/network",
-		// What Calico writes on a node (test/calico runs it in test-bed nodes).
+		// What Calico writes on a node (test/cluster's TestRealCalico runs it on cluster nodes).
 		"/var/lib/calico", "/run/calico", "/run/xtables.lock", "/run/nodeagent", "/opt/cni",
 		"/etc/cni", "/var/log/calico", "/var/lib/cni",
 	} {
