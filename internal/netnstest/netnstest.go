@@ -53,54 +53,73 @@ func New(t testing.TB) *NS {
 }
 
 func create() (*NS, error) {
-	if err := os.MkdirAll(runDir, 0o755); err != nil {
-		return nil, err
-	}
 	var n NS
 	for {
 		// Random names let parallel test binaries share /run/netns.
 		n.Name = "cpt-" + strings.ToLower(rand.Text()[:6])
 		n.Path = filepath.Join(runDir, n.Name)
-		f, err := os.OpenFile(n.Path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+		err := Pin(n.Path)
 		if errors.Is(err, os.ErrExist) {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		if err := f.Close(); err != nil {
-			return nil, errors.Join(err, os.Remove(n.Path))
-		}
 		break
+	}
+	var err error
+	if n.fd, err = netns.GetFromPath(n.Path); err != nil {
+		return nil, errors.Join(err, Unpin(n.Path))
+	}
+	if n.Handle, err = netlink.NewHandleAt(n.fd, unix.NETLINK_ROUTE); err != nil {
+		return nil, errors.Join(err, n.fd.Close(), Unpin(n.Path))
+	}
+	return &n, nil
+}
+
+// Pin creates a new network namespace and pins it to path (which must not exist; its
+// directory is made if missing) with a bind mount, so it outlives the thread that made it and
+// shows in `ip netns list` when path is under /run/netns. The error wraps os.ErrExist when path
+// exists.
+func Pin(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create %q: %w", filepath.Dir(path), err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return fmt.Errorf("create namespace file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return errors.Join(err, os.Remove(path))
 	}
 	if err := onFreshThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("unshare: %w", err)
 		}
-		// The bind mount keeps the namespace alive after this thread leaves it.
-		return unix.Mount("/proc/thread-self/ns/net", n.Path, "", unix.MS_BIND, "")
+		return unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
 	}); err != nil {
-		return nil, errors.Join(err, os.Remove(n.Path))
+		return fmt.Errorf("pin network namespace to %q: %w", path, errors.Join(err, os.Remove(path)))
 	}
-	var err error
-	if n.fd, err = netns.GetFromPath(n.Path); err != nil {
-		return nil, errors.Join(err, n.unmount())
-	}
-	if n.Handle, err = netlink.NewHandleAt(n.fd, unix.NETLINK_ROUTE); err != nil {
-		return nil, errors.Join(err, n.fd.Close(), n.unmount())
-	}
-	return &n, nil
+	return nil
 }
 
-func (n *NS) unmount() error {
-	return errors.Join(unix.Unmount(n.Path, unix.MNT_DETACH), os.Remove(n.Path))
+// Unpin removes a pin made by Pin; the kernel frees the namespace with its last user. A path
+// that is already gone is not an error.
+func Unpin(path string) error {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount namespace %q: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove namespace file %q: %w", path, err)
+	}
+	return nil
 }
 
 // delete drops every reference this package holds; the kernel destroys the namespace, and the
 // veths with an end in it, once nothing else (a process, a socket) still holds it.
 func (n *NS) delete() error {
 	n.Handle.Close()
-	return errors.Join(n.fd.Close(), n.unmount())
+	return errors.Join(n.fd.Close(), Unpin(n.Path))
 }
 
 // Do runs fn on a locked OS thread switched into the namespace. The caller's thread never

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/calico-prep/calico-prep/internal/netnstest"
 )
 
 const (
@@ -398,7 +400,7 @@ func (n *Node) Down(ctx context.Context) error {
 	}
 	errs = append(errs, n.endHelpers(helpers, inos))
 	for i := len(n.owned) - 1; i >= 0; i-- {
-		errs = append(errs, removeNetNS(n.owned[i]))
+		errs = append(errs, netnstest.Unpin(n.owned[i]))
 	}
 	if n.madeNetnsDir {
 		os.Remove(netnsDir) // fails, as it should, while other namespaces are in it

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/calico-prep/calico-prep/internal/netnstest"
 )
 
 const (
@@ -107,7 +109,7 @@ func (n *Node) AddCaliVeth(ctx context.Context, name string) error {
 		return fmt.Errorf("add veth %q: %w", name, err)
 	}
 	podNS := filepath.Join(netnsDir, fmt.Sprintf("cpt-%s-%s-pod%d", n.Name, n.id, n.podCount))
-	if err := newNetNS(podNS); err != nil {
+	if err := netnstest.Pin(podNS); err != nil {
 		return fmt.Errorf("add veth %q: %w", name, err)
 	}
 	n.owned = append(n.owned, podNS)

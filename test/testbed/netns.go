@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/calico-prep/calico-prep/internal/netnstest"
 )
 
 // ErrHostNetNS is returned when a daemon would have started in the host's network namespace.
@@ -31,7 +33,7 @@ func (n *Node) makeNamespaces(context.Context) error {
 	base := "cpt-" + n.Name + "-" + n.id
 	for _, name := range []string{base, base + "-lan"} {
 		path := filepath.Join(netnsDir, name)
-		if err := newNetNS(path); err != nil {
+		if err := netnstest.Pin(path); err != nil {
 			return err
 		}
 		n.owned = append(n.owned, path)
@@ -53,68 +55,6 @@ func (n *Node) makeNamespaces(context.Context) error {
 }
 
 func (n *Node) lanNS() string { return n.owned[1] }
-
-// newNetNS creates a network namespace and pins it to path with a bind mount, so it outlives
-// the thread that made it and shows in `ip netns list`.
-func newNetNS(path string) error {
-	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
-	if errors.Is(err, fs.ErrNotExist) {
-		// Another node removed /run/netns after its last namespace went; make it again.
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return fmt.Errorf("create %q: %w", filepath.Dir(path), err)
-		}
-		f, err = os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
-	}
-	if err != nil {
-		return fmt.Errorf("create namespace file %q: %w", path, err)
-	}
-	f.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open own namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("unshare network namespace: %w", err)
-			return
-		}
-		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		err = unix.Mount(src, path, "", unix.MS_BIND, "")
-		if err != nil {
-			err = fmt.Errorf("bind network namespace to %q: %w", path, err)
-		}
-		// Go back rather than let Go discard the thread: when the goroutine happens to run
-		// on the main thread, Go cannot end it and parks it for good, and /proc/self/ns/net
-		// (the main thread's) would then name the node's namespace. A thread that cannot go
-		// back stays locked and is discarded (or parked) with the goroutine.
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		os.Remove(path)
-		return err
-	}
-	return nil
-}
-
-// removeNetNS unpins a namespace made by newNetNS; the kernel frees it with its last user.
-func removeNetNS(path string) error {
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmount namespace %q: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove namespace file %q: %w", path, err)
-	}
-	return nil
-}
 
 // nsInode is the inode of a namespace file, which must be on nsfs.
 func nsInode(path string) (uint64, error) {

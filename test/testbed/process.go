@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+
+	"github.com/calico-prep/calico-prep/internal/netnstest"
 )
 
 // NewNetNS creates an empty network namespace owned by the node (as a pod's sandbox would be),
@@ -15,7 +17,7 @@ func (n *Node) NewNetNS(ctx context.Context, suffix string) (string, error) {
 		return "", fmt.Errorf("create namespace %q: node %s is down", suffix, n.Name)
 	}
 	path := filepath.Join(netnsDir, fmt.Sprintf("cpt-%s-%s-%s", n.Name, n.id, suffix))
-	if err := newNetNS(path); err != nil {
+	if err := netnstest.Pin(path); err != nil {
 		return "", err
 	}
 	n.owned = append(n.owned, path)
