@@ -7,7 +7,9 @@
 #
 # Each row pairs a firewalld with a NetworkManager of the same distribution generation, so that one
 # run covers both; the race detector already ran over the same code in hack/test.sh.
-# Usage: hack/test-matrix.sh [ROW...]     rows by name; all rows without arguments
+# Usage: hack/test-matrix.sh [ROW...]        rows by name; all rows without arguments
+#        hack/test-matrix.sh bench [ROW...]  instead of the tests, each row's reload → verified and
+#                                            restart → verified benchmarks (figures, no pass/fail)
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
@@ -24,6 +26,16 @@ packages=(./pkg/firewalld ./pkg/networkmanager)
 # The daemon end to end: firewalld reload and restart, NetworkManager restart and a new veth.
 e2e_run='TestFirewalldReloadAndRestartReapplyRules|TestNetworkManagerRestartAndNewVeth'
 
+mode="test"
+if [[ ${1:-} == bench ]]; then
+  mode=bench
+  shift
+fi
+# firewalld: reload and restart → the rules verified; NetworkManager: restart → Calico's devices
+# unmanaged again.
+fw_bench='BenchmarkReloadToVerified|BenchmarkRestartToVerified'
+nm_bench='BenchmarkRestartToUnmanaged'
+
 declare -a summary=()
 for row in "${rows[@]}"; do
   IFS='|' read -r name fw nm backend <<<"$row"
@@ -37,10 +49,17 @@ for row in "${rows[@]}"; do
   start=$SECONDS
   echo "==> matrix $name: firewalld $fw ($backend), NetworkManager $nm"
   export CALICO_PREP_TESTBED_FIREWALLD=$fw CALICO_PREP_TESTBED_NETWORKMANAGER=$nm CALICO_PREP_TESTBED_FIREWALLD_BACKEND=$backend
+  if [[ $mode == bench ]]; then
+    go test -run='^$' -bench="$fw_bench" -count=1 -timeout 20m ./pkg/firewalld | grep -E '^Benchmark'
+    if [[ " ${pkgs[*]} " == *" ./pkg/networkmanager "* ]]; then
+      go test -run='^$' -bench="$nm_bench" -count=1 -timeout 20m ./pkg/networkmanager | grep -E '^Benchmark'
+    fi
+    continue
+  fi
   go test -count=1 -timeout 20m "${pkgs[@]}"
   go test -count=1 -timeout 20m -run "$e2e_run" ./test/e2e
   # Nothing of this row's daemons reaches the host (files, nftables, iptables-legacy).
   go test -count=1 -timeout 10m -run TestHostUnchanged ./test/testbed
   summary+=("$(printf '%-16s firewalld %-7s %-8s NetworkManager %-8s %4ds' "$name" "$fw" "$backend" "$nm" $((SECONDS - start)))")
 done
-printf '%s\n' "${summary[@]}"
+[[ ${#summary[@]} -eq 0 ]] || printf '%s\n' "${summary[@]}"
