@@ -23,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/calico-prep/calico-prep/pkg/autodetect"
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
 	"github.com/calico-prep/calico-prep/pkg/report"
 	"github.com/calico-prep/calico-prep/test/testbed"
@@ -259,6 +260,14 @@ func (e *calicoE2E) addressAgrees(t *testing.T) {
 				node.Annotations["projectcalico.org/IPv4Address"] != ""
 		})
 		got := node.Annotations["projectcalico.org/IPv4Address"]
+		// calico-prep's own check of the same, on the node: it passes once a pass has seen
+		// calico-node's annotation.
+		testkit.Eventually(t, time.Minute, func() string {
+			if got := checkStatus(t, n, autodetect.AgreeCheckName); got != "pass" {
+				return fmt.Sprintf("node %s: %s is %s", n.Name, autodetect.AgreeCheckName, got)
+			}
+			return ""
+		})
 		want := prediction(t, node)
 		if !strings.HasSuffix(want, " "+got) || got != n.UplinkAddr.String() {
 			t.Errorf("node %s: calico-node chose %s; calico-prep predicted %q; the intended address is ens33 %s", n.Name, got, want, n.UplinkAddr)
