@@ -24,16 +24,18 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	klog.SetSlogLogger(log.With("component", "client-go"))
 
 	restCfg, err := nodestatus.LoadConfig(cfg.Kubeconfig)
-	var node *nodestatus.Client
+	var node agent.Publisher // an interface holding a nil *Client is not nil
 	switch {
 	case errors.Is(err, nodestatus.ErrStandalone):
 		log.Info("standalone: no kubeconfig and not in a cluster; preparing the host without Node reporting")
 	case err != nil:
 		return usageError{err}
 	default:
-		if node, err = nodestatus.New(restCfg, cfg.NodeName, log); err != nil {
+		c, err := nodestatus.New(restCfg, cfg.NodeName, log)
+		if err != nil {
 			return usageError{err}
 		}
+		node = c
 	}
 
 	h, err := agent.Open(ctx, cfg, log)
@@ -46,7 +48,9 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer, get
 			return usageError{err}
 		}
 	}
-	a := agent.New(cfg, log, h, metrics.New(version), node)
+	h.Connect(ctx)
+	m := metrics.New(version)
+	a := agent.New(cfg, agent.Deps{Passes: h, Node: node, Metrics: m, Sources: []agent.Source{h.Watch}, Log: log})
 
 	if cfg.Once {
 		rep, err := a.Once(ctx)
@@ -66,7 +70,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	}
 
 	if cfg.MetricsBindAddress != "" {
-		wait, err := a.Serve(ctx, cfg.MetricsBindAddress)
+		wait, err := a.Serve(ctx, cfg.MetricsBindAddress, m.Handler())
 		if err != nil {
 			return err
 		}
