@@ -38,7 +38,14 @@ type manager struct {
 	// firewalld that is still loading (INIT), or failed, serves a later pass: firewalld
 	// signals nothing when it finishes loading.
 	running atomic.Bool
+	// loading is whether firewalld/running last found firewalld loading its configuration
+	// (INIT): the other checks wait for it rather than read, or add to, half a firewall.
+	loading atomic.Bool
 }
+
+// settleRecheck is how soon a check asks again while firewalld is starting: it says nothing
+// when it has finished loading (2–3 s on a small machine).
+const settleRecheck = 500 * time.Millisecond
 
 // reuseFor bounds how long a read serves later passes while firewalld is silent: a signal lost
 // on the way costs at most this long.
@@ -114,23 +121,38 @@ func Checks(c *Client, opts Options) []check.Check {
 	return checks
 }
 
+// notRunning is the result while firewalld is not on the bus. It settles: firewalld may be
+// restarting, and its return is an event (its bus name taken again, or a connection to the
+// bus made again).
 func (m *manager) notRunning() check.Result {
 	if m.o.Mode == config.ModeOn {
-		return check.Failed("FirewalldNotRunning", "firewalld is not running on the system bus, and --firewalld=on requires it")
+		return check.Failed("FirewalldNotRunning", "firewalld is not running on the system bus, and --firewalld=on requires it").Settle(0)
 	}
-	return check.Skipped("FirewalldNotRunning", "firewalld is not running on the system bus")
+	return check.Skipped("FirewalldNotRunning", "firewalld is not running on the system bus").Settle(0)
 }
 
 // errored turns a failed D-Bus read into a result: firewalld's absence is the mode's answer,
-// anything else a verify error.
+// a lost connection or a starting firewalld settles, anything else is a verify error.
 func (m *manager) errored(err error) check.Result {
-	if errors.Is(err, ErrNotRunning) {
+	switch {
+	case errors.Is(err, ErrNotRunning):
 		return m.notRunning()
+	case errors.Is(err, ErrDisconnected), errors.Is(err, ErrStarting):
+		return check.Errored(err).Settle(settleRecheck)
 	}
 	return check.Errored(err)
 }
 
+// starting is the result of every other check while firewalld loads its configuration.
+func (m *manager) starting() (check.Result, bool) {
+	if !m.loading.Load() {
+		return check.Result{}, false
+	}
+	return check.Failed("FirewalldNotReady", "firewalld is loading its configuration").Settle(settleRecheck), true
+}
+
 func (m *manager) verifyRunning(ctx context.Context) check.Result {
+	m.loading.Store(false)
 	if m.c == nil {
 		return m.notRunning()
 	}
@@ -139,7 +161,8 @@ func (m *manager) verifyRunning(ctx context.Context) check.Result {
 		m.running.Store(false)
 	}
 	if err != nil {
-		return check.Errored(fmt.Errorf("ask the bus for firewalld: %w", err))
+		// The bus itself did not answer: the connection is going or gone.
+		return check.Errored(fmt.Errorf("ask the bus for firewalld: %w", err)).Settle(settleRecheck)
 	}
 	if !up {
 		return m.notRunning()
@@ -157,9 +180,9 @@ func (m *manager) verifyRunning(ctx context.Context) check.Result {
 	case "FAILED":
 		r = check.Failed("FirewalldFailed", "firewalld %s is in state FAILED: its permanent configuration did not load", info.Version)
 	default:
-		r = check.Failed("FirewalldNotReady", "firewalld %s is in state %s", info.Version, info.State)
 		// Still loading (INIT): it will be RUNNING in a few seconds and say nothing.
-		r.RecheckIn = time.Second
+		m.loading.Store(true)
+		r = check.Failed("FirewalldNotReady", "firewalld %s is in state %s", info.Version, info.State).Settle(settleRecheck)
 	}
 	return r.With("version", info.Version).With("state", info.State)
 }
@@ -314,6 +337,9 @@ func (m *manager) verifyRule(ctx context.Context, r Rule) check.Result {
 	if m.c == nil {
 		return m.notRunning()
 	}
+	if res, ok := m.starting(); ok {
+		return res
+	}
 	zone, err := m.zone(ctx)
 	if err != nil {
 		return m.errored(err)
@@ -451,6 +477,9 @@ func zoneDrift(have, want ZoneSettings) string {
 func (m *manager) verifyZone(ctx context.Context) check.Result {
 	if m.c == nil {
 		return m.notRunning()
+	}
+	if res, ok := m.starting(); ok {
+		return res
 	}
 	want := forwardingZoneSettings()
 	st, err := m.fwdZone.Get(ctx, func(ctx context.Context) (zoneState, error) { return m.readZone(ctx, ForwardingZone) })
@@ -660,6 +689,9 @@ func (m *manager) readPolicies(ctx context.Context) (map[string]policyState, err
 func (m *manager) verifyPolicies(ctx context.Context) check.Result {
 	if m.c == nil {
 		return m.notRunning()
+	}
+	if res, ok := m.starting(); ok {
+		return res
 	}
 	if res, ok := m.supported(ctx); !ok {
 		return res

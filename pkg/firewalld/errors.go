@@ -31,6 +31,9 @@ var (
 	ErrNotAuthorized = errors.New("not authorized")
 	// ErrDisconnected means the connection to the bus is gone; dial again.
 	ErrDisconnected = errors.New("disconnected from the system bus")
+	// ErrStarting means firewalld owns its bus name but has not yet made the object asked for:
+	// it is starting (or a reload renamed the object a moment ago).
+	ErrStarting = errors.New("firewalld is starting")
 	// ErrUnsupported means the running firewalld is too old for what was asked (policies need 0.9).
 	ErrUnsupported = errors.New("not supported by this firewalld")
 )
@@ -80,6 +83,8 @@ func sentinel(code string) error {
 		return ErrNotRunning
 	case "org.freedesktop.DBus.Error.Disconnected":
 		return ErrDisconnected
+	case "org.freedesktop.DBus.Error.UnknownObject":
+		return ErrStarting
 	}
 	return nil
 }

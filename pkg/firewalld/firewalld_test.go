@@ -792,6 +792,10 @@ func TestNotRunning(t *testing.T) {
 			if e.Status != tt.want || e.Reason != "FirewalldNotRunning" {
 				t.Errorf("mode %s, client %t: %s = %s %s, want %s FirewalldNotRunning", tt.mode, tt.client != nil, e.Name, e.Status, e.Reason, tt.want)
 			}
+			// firewalld may be restarting: the daemon waits a while before it judges that.
+			if !e.Settling || e.Applied || e.ApplyError != "" {
+				t.Errorf("mode %s, client %t: %s settling %v, applied %v %q; want settling and nothing applied", tt.mode, tt.client != nil, e.Name, e.Settling, e.Applied, e.ApplyError)
+			}
 		}
 	}
 	opts := options(n, netip.MustParsePrefix("10.65.128.0/24"))

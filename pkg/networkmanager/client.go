@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -35,6 +36,11 @@ var (
 	ErrNotRunning = errors.New("NetworkManager is not on the bus")
 	// ErrNoDevice means NetworkManager knows no device of that name.
 	ErrNoDevice = errors.New("no such NetworkManager device")
+	// ErrStarting means NetworkManager owns its bus name but has not yet made the object asked
+	// for: it is starting.
+	ErrStarting = errors.New("NetworkManager is starting")
+	// ErrDisconnected means the connection to the system bus is gone; dial again.
+	ErrDisconnected = errors.New("disconnected from the system bus")
 )
 
 // DeviceState is NetworkManager's NMDeviceState.
@@ -93,16 +99,38 @@ func (c *Client) Running(ctx context.Context) (bool, error) {
 	var has bool
 	err := c.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.NameHasOwner", dbus.FlagNoAutoStart, BusName).Store(&has)
 	if err != nil {
-		return false, fmt.Errorf("ask the bus for %s: %w", BusName, err)
+		return false, wrap("ask the bus for "+BusName, err)
 	}
 	return has, nil
 }
 
-// wrap turns the bus's "nobody owns that name" into ErrNotRunning.
+// Starting reports whether NetworkManager is still starting up: until it has tried to
+// activate every connection it can at startup, its Startup property is true (and before it
+// has made its manager object, there is none).
+func (c *Client) Starting(ctx context.Context) (bool, error) {
+	v, err := c.property(ctx, managerPath, managerIface, "Startup")
+	if err != nil {
+		err = wrap("read NetworkManager startup", err)
+		return errors.Is(err, ErrStarting), err
+	}
+	b, ok := v.Value().(bool)
+	if !ok {
+		return false, fmt.Errorf("read NetworkManager startup: got %s, want a boolean", v.Signature())
+	}
+	return b, nil
+}
+
+// wrap turns the bus's "nobody owns that name" into ErrNotRunning, "no such object" into
+// ErrStarting and a closed connection into ErrDisconnected; the message stays the bus's.
 func wrap(verb string, err error) error {
 	var de dbus.Error
-	if errors.As(err, &de) && (de.Name == "org.freedesktop.DBus.Error.ServiceUnknown" || de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner") {
+	switch {
+	case errors.As(err, &de) && (de.Name == "org.freedesktop.DBus.Error.ServiceUnknown" || de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner"):
 		return fmt.Errorf("%s: %w", verb, ErrNotRunning)
+	case errors.As(err, &de) && de.Name == "org.freedesktop.DBus.Error.UnknownObject":
+		return fmt.Errorf("%s: %w: %w", verb, ErrStarting, err)
+	case errors.Is(err, dbus.ErrClosed) || errors.Is(err, io.EOF):
+		return fmt.Errorf("%s: %w: %w", verb, ErrDisconnected, err)
 	}
 	return fmt.Errorf("%s: %w", verb, err)
 }

@@ -510,11 +510,17 @@ func TestClientAgainstDaemon(t *testing.T) {
 	if err != nil || err2 != nil || len(devs) == 0 || len(all) < len(devs) {
 		t.Fatalf("GetDevices %d (%v), GetAllDevices %d (%v)", len(devs), err, len(all), err2)
 	}
+	if starting, err := c.Starting(ctx); err != nil || starting {
+		t.Fatalf("Starting of a started NetworkManager = %v, %v", starting, err)
+	}
 	if err := n.StopNetworkManager(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if up, err := c.Running(ctx); err != nil || up {
 		t.Fatalf("Running after stop = %v, %v", up, err)
+	}
+	if _, err := c.Starting(ctx); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("Starting after stop: %v, want ErrNotRunning", err)
 	}
 	if _, err := c.Version(ctx); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("Version after stop: %v, want ErrNotRunning", err)
@@ -526,7 +532,15 @@ func TestClientAgainstDaemon(t *testing.T) {
 		t.Fatalf("auto without NetworkManager: %+v", r)
 	}
 	opts.Mode = config.ModeOn
-	if r := Checks(c, opts)[1].Verify(ctx); r.Status != check.Fail || r.Reason != "NetworkManagerNotRunning" {
-		t.Fatalf("on without NetworkManager: %+v", r)
+	if r := Checks(c, opts)[1].Verify(ctx); r.Status != check.Fail || r.Reason != "NetworkManagerNotRunning" || !r.Settling {
+		t.Fatalf("on without NetworkManager: %+v, want a settling failure (it may be restarting)", r)
+	}
+	// A connection that is gone settles too: the daemon dials again.
+	_ = c.Close()
+	if _, err := c.Running(ctx); !errors.Is(err, ErrDisconnected) {
+		t.Fatalf("Running on a closed connection: %v, want ErrDisconnected", err)
+	}
+	if r := Checks(c, opts)[1].Verify(ctx); r.Status != check.Fail || !r.Settling {
+		t.Fatalf("on a closed connection: %+v, want a settling failure", r)
 	}
 }
