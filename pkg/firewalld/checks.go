@@ -393,14 +393,27 @@ func (m *manager) applyRule(ctx context.Context, r Rule) (err error) {
 		return fmt.Errorf("query %s in firewalld zone %q: %w", r, zone, err)
 	}
 	own := st.rule(zone, r)
-	// Record whatever was added, also when a later step fails.
-	defer func() {
-		if own != st.rule(zone, r) {
-			st.setRule(own)
-			err = errors.Join(err, st.save(m.o.StateDir))
+	// Each layer is recorded as calico-prep's before it is added, so that a crash between the
+	// two, or a state directory that cannot be written, never leaves a rule that no record
+	// names: cleanup removes exactly what was added. A record of a layer that never arrived
+	// costs nothing: the next pass adds it, cleanup finds nothing to remove.
+	record := func(o ownedRule) error {
+		if o == own {
+			return nil
 		}
-	}()
+		st.setRule(o)
+		if err := st.save(m.o.StateDir); err != nil {
+			return fmt.Errorf("record %s in firewalld zone %q: %w", r, zone, err)
+		}
+		own = o
+		return nil
+	}
 	if !rt {
+		intent := own
+		intent.Runtime = true
+		if err := record(intent); err != nil {
+			return err
+		}
 		if r.IPProtocol != "" {
 			err = m.c.AddProtocol(ctx, zone, r.IPProtocol)
 		} else {
@@ -409,14 +422,24 @@ func (m *manager) applyRule(ctx context.Context, r Rule) (err error) {
 		switch {
 		case err == nil:
 			m.log.Info("added rule", "rule", r.String(), "zone", zone, "config", "runtime")
-			own.Runtime = true
 		case errors.Is(err, ErrAlreadyEnabled):
 			// Someone else added it meanwhile: theirs, not ours.
+			theirs := own
+			theirs.Runtime = false
+			if err := record(theirs); err != nil {
+				return err
+			}
 		default:
+			// The record stays: the add may have been done without an answer.
 			return fmt.Errorf("add %s to firewalld zone %q (runtime): %w", r, zone, err)
 		}
 	}
 	if !perm {
+		intent := own
+		intent.Permanent = true
+		if err := record(intent); err != nil {
+			return err
+		}
 		// Look the zone up again: after a reload its old object path may name another zone.
 		if pz, err = m.c.ConfigZone(ctx, zone); err != nil {
 			return fmt.Errorf("look up firewalld zone %q: %w", zone, err)
@@ -429,8 +452,12 @@ func (m *manager) applyRule(ctx context.Context, r Rule) (err error) {
 		switch {
 		case err == nil:
 			m.log.Info("added rule", "rule", r.String(), "zone", zone, "config", "permanent")
-			own.Permanent = true
 		case errors.Is(err, ErrAlreadyEnabled):
+			theirs := own
+			theirs.Permanent = false
+			if err := record(theirs); err != nil {
+				return err
+			}
 		default:
 			return fmt.Errorf("add %s to firewalld zone %q (permanent): %w", r, zone, err)
 		}

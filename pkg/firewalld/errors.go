@@ -3,6 +3,7 @@ package firewalld
 import (
 	"errors"
 	"io"
+	"net"
 	"strings"
 
 	"github.com/godbus/dbus/v5"
@@ -100,7 +101,8 @@ func mapError(method string, err error) error {
 	case errors.As(err, &de):
 	default:
 		// Transport errors: the connection closed, the context ended.
-		if errors.Is(err, dbus.ErrClosed) || errors.Is(err, io.EOF) {
+		var op *net.OpError // a read or write on the bus socket failed: it is closing
+		if errors.Is(err, dbus.ErrClosed) || errors.Is(err, io.EOF) || errors.As(err, &op) {
 			return &Error{Method: method, Code: "org.freedesktop.DBus.Error.Disconnected", Detail: err.Error()}
 		}
 		return err

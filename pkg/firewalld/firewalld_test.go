@@ -767,6 +767,35 @@ func TestWrongInput(t *testing.T) {
 	}
 }
 
+// A rule calico-prep cannot record as its own is not added: cleanup, which removes exactly
+// what the record lists, would leave it behind. Each layer is recorded before it is added, so
+// an agent killed between the two leaves a record of a rule, never a rule without one.
+func TestApplyRecordsBeforeItAdds(t *testing.T) {
+	ctx := testContext(t)
+	n := testbed.Up(t, testbed.Options{Name: "record", Firewalld: true, Calico: true})
+	c := dial(t, ctx, n)
+	opts := options(n, netip.MustParsePrefix("10.65.128.0/24"))
+	opts.Forwarding = false
+	// A state directory that can be read (it holds no record) but not written, not even by
+	// root: procfs makes no files.
+	opts.StateDir = "/proc/self"
+	rep := run(ctx, check.Reconcile, firewalld.Checks(c, opts))
+	e, _ := rep.Entry("firewalld/port-179-tcp")
+	if e.Applied || !strings.Contains(e.ApplyError, "record 179/tcp") {
+		t.Errorf("with no state directory: %+v, want an apply error about recording the rule", e)
+	}
+	if on, err := c.QueryPort(ctx, defaultZone, "179", "tcp"); err != nil || on {
+		t.Errorf("179/tcp added at runtime (%v, %v) though it could not be recorded", on, err)
+	}
+	// With the directory, the same pass records and adds.
+	opts.StateDir = n.StateDir
+	rep = run(ctx, check.Reconcile, firewalld.Checks(c, opts))
+	failIfNotReady(t, rep)
+	if got := string(readFile(t, filepath.Join(n.StateDir, "firewalld.json"))); !strings.Contains(got, `"port": "179"`) {
+		t.Errorf("state after the apply:\n%s", got)
+	}
+}
+
 // Without firewalld on the bus every check is not applicable in auto mode and fails in on mode.
 func TestNotRunning(t *testing.T) {
 	ctx := testContext(t)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -109,6 +110,12 @@ func (c *Client) Running(ctx context.Context) (bool, error) {
 // has made its manager object, there is none).
 func (c *Client) Starting(ctx context.Context) (bool, error) {
 	v, err := c.property(ctx, managerPath, managerIface, "Startup")
+	var de dbus.Error
+	if errors.As(err, &de) && !noObject(de) && (de.Name == "org.freedesktop.DBus.Error.UnknownInterface" || de.Name == "org.freedesktop.DBus.Error.InvalidArgs") {
+		// The manager object is there without its interface, or that without Startup: it is
+		// still being made.
+		err = fmt.Errorf("%w: %w", ErrStarting, err)
+	}
 	if err != nil {
 		err = wrap("read NetworkManager startup", err)
 		return errors.Is(err, ErrStarting), err
@@ -120,6 +127,25 @@ func (c *Client) Starting(ctx context.Context) (bool, error) {
 	return b, nil
 }
 
+// noObject reports whether the error says that the object is not there (yet). GDBus, which
+// NetworkManager uses, answers a call to a path it has not exported with UnknownMethod and
+// "Object does not exist at path …"; other bus libraries with UnknownObject.
+func noObject(de dbus.Error) bool {
+	if de.Name == "org.freedesktop.DBus.Error.UnknownObject" {
+		return true
+	}
+	msg, _ := firstString(de.Body)
+	return de.Name == "org.freedesktop.DBus.Error.UnknownMethod" && strings.HasPrefix(msg, "Object does not exist at path")
+}
+
+func firstString(body []any) (string, bool) {
+	if len(body) == 0 {
+		return "", false
+	}
+	s, ok := body[0].(string)
+	return s, ok
+}
+
 // wrap turns the bus's "nobody owns that name" into ErrNotRunning, "no such object" into
 // ErrStarting and a closed connection into ErrDisconnected; the message stays the bus's.
 func wrap(verb string, err error) error {
@@ -127,9 +153,10 @@ func wrap(verb string, err error) error {
 	switch {
 	case errors.As(err, &de) && (de.Name == "org.freedesktop.DBus.Error.ServiceUnknown" || de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner"):
 		return fmt.Errorf("%s: %w", verb, ErrNotRunning)
-	case errors.As(err, &de) && de.Name == "org.freedesktop.DBus.Error.UnknownObject":
+	case errors.As(err, &de) && noObject(de):
 		return fmt.Errorf("%s: %w: %w", verb, ErrStarting, err)
-	case errors.Is(err, dbus.ErrClosed) || errors.Is(err, io.EOF):
+	case errors.Is(err, dbus.ErrClosed) || errors.Is(err, io.EOF) || errors.As(err, new(*net.OpError)):
+		// The connection closed, or a read or write on the bus socket failed: it is closing.
 		return fmt.Errorf("%s: %w: %w", verb, ErrDisconnected, err)
 	}
 	return fmt.Errorf("%s: %w", verb, err)
