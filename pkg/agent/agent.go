@@ -117,6 +117,7 @@ type Agent struct {
 	clock   clock.WithTicker
 	queue   workqueue.TypedDelayingInterface[job]
 	retry   workqueue.TypedRateLimiter[job] // spaces the retries of failed API requests
+	reapply workqueue.TypedRateLimiter[job] // spaces the passes after a failed apply
 
 	mu sync.Mutex
 	st state
@@ -152,6 +153,9 @@ func New(cfg config.Config, d Deps) *Agent {
 	}
 	a.queue = workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[job]{Clock: a.clock})
 	a.retry = jittered{workqueue.NewTypedItemExponentialFailureRateLimiter[job](time.Second, 10*time.Second)}
+	// An apply fails for a moment (firewalld busy, the state directory full) or for as long
+	// as someone leaves it so: soon at first, then every few minutes, never only at the resync.
+	a.reapply = jittered{workqueue.NewTypedItemExponentialFailureRateLimiter[job](time.Second, 5*time.Minute)}
 	a.st.settling = map[string]time.Time{}
 	return a
 }
@@ -344,6 +348,11 @@ func (a *Agent) pass(ctx context.Context) (next time.Duration, judged bool) {
 
 	a.metrics.Observe(rep, finished.Sub(start), finished)
 	a.log.Debug("pass finished", "ready", rep.Ready, "took", finished.Sub(start))
+	if slices.ContainsFunc(rep.Entries, func(e check.Entry) bool { return e.ApplyError != "" }) {
+		next = minPositive(next, a.reapply.When(passJob))
+	} else {
+		a.reapply.Forget(passJob)
+	}
 	if prev == nil || prev.Ready != rep.Ready {
 		if first, ok := rep.FirstFailure(); ok {
 			a.log.Warn("node is not prepared for Calico", "check", first.Name, "reason", first.Reason, "message", first.Message)

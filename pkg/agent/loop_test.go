@@ -500,6 +500,34 @@ func TestLoopRechecksWhenAPassAsks(t *testing.T) {
 	l.passes(3)
 }
 
+// A failed apply is tried again soon, then less and less often.
+func TestLoopRetriesAFailedApply(t *testing.T) {
+	host := &fakeHost{script: func(n int) check.Report {
+		rep := collision()
+		if n <= 2 {
+			rep.Entries[0].ApplyError = "save firewalld state: no space left on device"
+		}
+		return rep
+	}}
+	l := newLoop(t, host, nil, config.Config{})
+	l.run()
+	l.passes(1)
+	l.step(750*time.Millisecond - time.Millisecond) // 1 s, cut by up to a quarter
+	l.idle()
+	l.passes(1)
+	l.step(250*time.Millisecond + time.Millisecond)
+	l.passes(2)
+	l.step(1500*time.Millisecond - time.Millisecond) // then 2 s
+	l.idle()
+	l.passes(2)
+	l.step(500*time.Millisecond + time.Millisecond)
+	l.passes(3)
+	// Applied at last: no more retries, only the resync.
+	l.step(time.Hour - time.Millisecond)
+	l.idle()
+	l.passes(3)
+}
+
 func TestLoopPublishesAndRetriesWithBackoff(t *testing.T) {
 	host := &fakeHost{}
 	n := readyNode()
