@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
+	"runtime/debug"
 
 	"k8s.io/klog/v2"
 
@@ -11,6 +13,9 @@ import (
 	"github.com/calico-prep/calico-prep/pkg/metrics"
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
 )
+
+// daemonGCPercent is the daemon's GOGC unless the environment sets one.
+const daemonGCPercent = 50
 
 func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := newFlagSet("run", stderr)
@@ -20,6 +25,18 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		return err
 	}
 	log := hf.logger(stderr)
+	// The daemon's live heap is about 1.5 MiB and it allocates little between events; the
+	// runtime's default lets the heap grow to 4 MiB before it collects. Half of that costs a few
+	// more collections (milliseconds per hour idle). It does one thing at a time and waits on
+	// I/O: one P is enough, and each further one (a node's core count by default, without a CPU
+	// limit) adds threads and caches. Together about 2 MiB less RSS on every node; the
+	// environment's GOGC and GOMAXPROCS still win.
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(daemonGCPercent)
+	}
+	if getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 	// client-go logs through klog (throttling, server warnings): send it to the same handler.
 	klog.SetSlogLogger(log.With("component", "client-go"))
 
