@@ -457,13 +457,13 @@ func (s *soak) summary(base, end health) {
 
 // health is what the soak watches of the process.
 type health struct {
-	rssKiB     int64
-	fds        int
-	goroutines float64
+	rssKiB, peakKiB int64
+	fds             int
+	goroutines      float64
 }
 
 func (h health) String() string {
-	return fmt.Sprintf("RSS %.1f MiB, %d open files, %v goroutines", float64(h.rssKiB)/1024, h.fds, h.goroutines)
+	return fmt.Sprintf("RSS %.1f MiB (peak %.1f), %d open files, %v goroutines", float64(h.rssKiB)/1024, float64(h.peakKiB)/1024, h.fds, h.goroutines)
 }
 
 func (s *soak) health() health {
@@ -475,7 +475,7 @@ func (s *soak) health() health {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	return health{rssKiB: u.rssKiB, fds: len(fds), goroutines: s.a.metric(s.t, "go_goroutines")}
+	return health{rssKiB: u.rssKiB, peakKiB: u.hwmKiB, fds: len(fds), goroutines: s.a.metric(s.t, "go_goroutines")}
 }
 
 // soakState is the agent's firewalld state file as the soak reads it.
