@@ -241,7 +241,9 @@ func (a *Agent) do(ctx context.Context, j job) {
 		if next > 0 {
 			a.queue.AddAfter(passJob, next)
 		}
-		a.queue.AddAfter(passJob, a.cfg.ResyncInterval) // the queue keeps the earliest
+		if a.cfg.ResyncInterval > 0 {
+			a.queue.AddAfter(passJob, a.cfg.ResyncInterval) // the queue keeps the earliest
+		}
 	case publishJob:
 		if err := a.publish(ctx); err != nil {
 			d := a.retry.When(publishJob)
@@ -321,8 +323,13 @@ func (a *Agent) pass(ctx context.Context) (next time.Duration, judged bool) {
 	rep, judged, until := settle(rep, prev, a.st.settling, finished)
 	advice := a.st.advice
 	a.mu.Unlock()
-	for _, e := range newly {
-		a.log.Info("waiting for a component to settle before judging", "check", e.Name, "reason", e.Reason, "message", e.Message, "for_at_most", settleFor)
+	if len(newly) > 0 {
+		names := make([]string, len(newly))
+		for i, e := range newly {
+			names[i] = e.Name
+		}
+		a.log.Info("waiting for a component to settle before judging", "checks", names,
+			"reason", newly[0].Reason, "message", newly[0].Message, "for_at_most", settleFor)
 	}
 	next = minPositive(rep.RecheckIn(), until)
 	if !judged {
