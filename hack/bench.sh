@@ -9,6 +9,7 @@
 #   BenchmarkStartToReady        -benchtime=10x   per case: fork to /readyz 200 (and to the
 #                                                 condition), requests per start
 #   BenchmarkIdleFootprint       -benchtime=1x    the long one: ${BENCH_IDLE:-10m} idle, once
+#   BenchmarkFelixConfigurationToPort -benchtime=50x  FelixConfiguration change -> port open
 #
 # Usage: hack/bench.sh              everything (about 20 minutes; 10 of them idle)
 #        BENCH_IDLE=1m hack/bench.sh   a shorter idle period
@@ -53,6 +54,7 @@ e2e() {
 e2e BenchmarkNetlinkToCondition 20x
 e2e BenchmarkStartToReady 10x
 e2e BenchmarkIdleFootprint 1x -idle="$idle"
+e2e BenchmarkFelixConfigurationToPort 50x
 
 # The shipped binary, built as the Makefile builds it.
 bin=$(mktemp -d)/agent
@@ -64,7 +66,7 @@ rm -rf "$(dirname "$bin")"
 metric() {
   awk -v b="$2" -v u="$3" '$1 ~ "^"b"(-[0-9]+)?$" { for (i = 3; i < NF; i++) if ($(i+1) == u) print $i }' "$out/$1.txt" | tail -n 1
 }
-lat=BenchmarkNetlinkToCondition start=BenchmarkStartToReady foot=BenchmarkIdleFootprint
+lat=BenchmarkNetlinkToCondition start=BenchmarkStartToReady foot=BenchmarkIdleFootprint felix=BenchmarkFelixConfigurationToPort
 # row FIGURE VALUE [GOAL-TEXT MET]: MET is an awk condition on v, the value.
 row() {
   local verdict=
@@ -90,6 +92,9 @@ row "start -> label and condition true seen, median (ms)" "$(metric $start $star
 row "API requests at start, Node already ready" "$(metric $start $start/restart requests/start)" "<= 3" "v <= 3"
 row "API requests at start, Node without status" "$(metric $start $start/fresh-status requests/start)" "<= 3" "v <= 3"
 row "API requests while idle, per hour" "$(metric $foot $foot requests/hour)" "0" "v == 0"
+row "FelixConfiguration change -> port open at runtime, median (ms)" "$(metric $felix $felix runtime-median-ms)"
+row "FelixConfiguration change -> port open at runtime, p99 (ms)" "$(metric $felix $felix runtime-p99-ms)"
+row "FelixConfiguration change -> port open permanently, median (ms)" "$(metric $felix $felix permanent-median-ms)"
 row "agent binary (bytes)" "$size"
 echo
 echo "raw output: $out"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The demo (make demo): a sandboxed node like the seed guide's, before and after the agent's
-# full job. Needs root; installs missing Debian packages first (nothing starts on the host).
+# The demo (make demo): a sandboxed lab node (ens33 in 192.168.79.0/24, firewalld and
+# NetworkManager running), before and after the agent's full job. Needs root; installs missing Debian packages first (nothing starts on the host).
 # The API server part runs when its binaries are cached; KUBE=1 builds them first (minutes, once).
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"

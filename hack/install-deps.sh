@@ -10,7 +10,15 @@
 source "$(dirname "$0")/lib.sh"
 
 packages=(dbus firewalld network-manager nftables python3-nftables iproute2 iptables prometheus
-  make git ca-certificates jq shellcheck)
+  make git ca-certificates jq shellcheck systemd runc)
+# Build dependencies of the firewalld and NetworkManager versions hack/build-upstream.sh builds for
+# the version matrix, and python3-decorator, which firewalld 0.9's python-slip imports.
+packages+=(autoconf automake intltool gettext xsltproc pkg-config libglib2.0-dev python3-gi python3-dbus
+  python3-decorator python3-setuptools meson ninja-build gcc libudev-dev libndp-dev libdbus-1-dev
+  uuid-dev libsystemd-dev ipset)
+# Build dependencies of Calico (hack/build-calico.sh): libbpf needs libelf and zlib; Felix's BPF
+# filter code imports gopacket/pcap.
+packages+=(libelf-dev libpcap-dev zlib1g-dev)
 policy=${POLICY_RC_D:-/usr/sbin/policy-rc.d}
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

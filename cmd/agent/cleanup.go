@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/calico-prep/calico-prep/pkg/agent"
 	"github.com/calico-prep/calico-prep/pkg/config"
 	"github.com/calico-prep/calico-prep/pkg/firewalld"
 	"github.com/calico-prep/calico-prep/pkg/networkmanager"
 )
 
 // runCleanup removes exactly what calico-prep added: the firewalld rules, zone and policies its
-// state file records, and its NetworkManager drop-in. Everything else stays as it was.
+// state file records, its NetworkManager drop-in and its systemd-networkd files. Everything else stays as it was.
 func runCleanup(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := newFlagSet("cleanup", stderr)
 	hf := bindHostFlags(fs, false)
@@ -27,6 +28,13 @@ func runCleanup(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 	if cfg.NetworkManager != config.ModeOff {
 		errs = append(errs, cleanupNetworkManager(ctx, cfg, stdout))
 	}
+	if cfg.Networkd != config.ModeOff {
+		if err := agent.CleanupNetworkd(ctx, cfg); err != nil {
+			errs = append(errs, err)
+		} else {
+			fmt.Fprintln(stdout, "systemd-networkd: removed the calico-prep .network file and networkd.conf drop-in")
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -40,7 +48,14 @@ func cleanupFirewalld(ctx context.Context, cfg config.Config, stdout io.Writer) 
 		return err
 	}
 	defer func() { _ = c.Close() }()
-	if err := firewalld.Cleanup(ctx, c, cfg.StateDir); err != nil {
+	done, err := firewalld.Cleanup(ctx, c, cfg.StateDir)
+	for _, z := range done.Restored {
+		fmt.Fprintf(stdout, "firewalld: zone %s is its packaged version again (nothing but calico-prep's rules had changed it)\n", z)
+	}
+	for _, z := range done.Kept {
+		fmt.Fprintf(stdout, "firewalld: zone %s keeps its copy in /etc/firewalld: it was changed by others since calico-prep first changed it, and their changes stay\n", z)
+	}
+	if err != nil {
 		if errors.Is(err, firewalld.ErrNotRunning) {
 			fmt.Fprintln(stdout, "firewalld: not running; nothing removed (its record stays for a later cleanup)")
 			return nil

@@ -67,7 +67,7 @@ commands:
   check       one read-only pass over this host; exit 0 when ready, 1 when not
   autodetect  preview Calico's IP autodetection (--method, --all)
   run         the daemon; --once for one reconcile pass, --dry-run to change nothing
-  cleanup     remove exactly what calico-prep added (firewalld rules, zone, policy; NetworkManager drop-in)
+  cleanup     remove exactly what calico-prep added (firewalld rules, zone, policy; NetworkManager drop-in; networkd files)
   plan        compute Calico install settings from every node's report (needs a kubeconfig)
   version     print the version
 

@@ -43,11 +43,11 @@ func TestBadInputExitsTwoWithOneLine(t *testing.T) {
 		{name: "unknown check area", args: []string{"check", "--disable-checks=kernal,nonsense/x"},
 			want: `--disable-checks: unknown area or check "kernal": valid areas are kernel, autodetect, cidr, links, networkmanager, firewalld,`},
 		{name: "unknown area of a check name", args: []string{"run", "--once", "--disable-checks=links,nonsense/x"},
-			want: `--disable-checks: unknown area or check "nonsense/x": valid areas are kernel,`},
+			want: `--disable-checks: unknown area or check "nonsense/x": valid areas are calico, kernel,`},
 		{name: "unknown check name", args: []string{"cleanup", "--disable-checks=kernel/module/xt_sett"},
 			want: `--disable-checks: unknown check "kernel/module/xt_sett": valid areas are kernel,`},
 		{name: "check of a port this configuration does not open", args: []string{"check", "--bgp=false", "--encapsulation=vxlan", "--disable-checks=firewalld/port-179-tcp"},
-			want: `--disable-checks: unknown check "firewalld/port-179-tcp": valid areas are kernel, autodetect, cidr, links, networkmanager, firewalld; the firewalld checks of this configuration are firewalld/running, firewalld/port-4789-udp,`},
+			want: `--disable-checks: unknown check "firewalld/port-179-tcp": valid areas are kernel, autodetect, cidr, links, networkmanager, firewalld, networkd; the firewalld checks of this configuration are firewalld/running, firewalld/port-4789-udp,`},
 		{name: "positional argument", args: []string{"check", "extra"}, want: `unexpected argument "extra"`},
 	}
 	for _, tt := range tests {

@@ -7,17 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
-	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/calico-prep/calico-prep/pkg/calico"
 
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/yaml"
 
 	"github.com/calico-prep/calico-prep/pkg/config"
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
@@ -33,6 +29,9 @@ or kubeadm's podSubnet; the IP autodetection method that picks the intended addr
 node; Typha advice from the node count; the firewalld openings that follow.
 
 Run it on an operator's machine, not in a pod: it needs a kubeconfig allowed to list nodes.
+Without --service-cidr and --kubeadm-pod-subnet it reads them from kube-system/kubeadm-config;
+once Calico is installed, without --pod-cidr it checks Calico's enabled IP pool (and its
+encapsulation and BGP) on every node. Each value taken from the cluster is named on stderr.
 
 output formats (-o):
   human      a summary with every collision and every candidate method
@@ -93,10 +92,8 @@ func (f planFlags) options(fs *flag.FlagSet) (plan.Options, error) {
 	fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
 	var o plan.Options
 	var err error
-	switch *f.output {
-	case "human", "env", "kustomize", "operator", "json":
-	default:
-		return o, fmt.Errorf("-o: unknown output format %q: want human, env, kustomize, operator or json", *f.output)
+	if !slices.Contains(plan.Formats, *f.output) {
+		return o, fmt.Errorf("-o: unknown output format %q: want %s", *f.output, strings.Join(plan.Formats, ", "))
 	}
 	if *f.pageSize < 1 {
 		return o, fmt.Errorf("--page-size: %d is not a positive number", *f.pageSize)
@@ -163,18 +160,16 @@ func prefixLength(field string, n, max int) (int, error) {
 // loadPlanConfig reads the kubeconfig: the flag's file, else the files KUBECONFIG lists. There
 // is deliberately no in-cluster fallback: the plan is an operator's tool.
 func loadPlanConfig(flagPath, kubeContext string, getenv func(string) string) (*rest.Config, error) {
-	rules := &clientcmd.ClientConfigLoadingRules{ExplicitPath: flagPath}
 	field, source := "--kubeconfig", flagPath
 	if flagPath == "" {
 		field, source = "KUBECONFIG", getenv("KUBECONFIG")
-		rules.Precedence = filepath.SplitList(source)
-		if len(rules.Precedence) == 0 {
-			return nil, errors.New("no kubeconfig: give --kubeconfig or set KUBECONFIG (plan runs on an operator's machine, not in a pod)")
-		}
 	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext}).ClientConfig()
+	if source == "" {
+		return nil, errors.New("no kubeconfig: give --kubeconfig or set KUBECONFIG (plan runs on an operator's machine, not in a pod)")
+	}
+	cfg, err := nodestatus.LoadConfig(source, kubeContext)
 	if err != nil {
-		return nil, fmt.Errorf("%s: load %q: %w", field, source, err)
+		return nil, fmt.Errorf("%s: %w", field, err)
 	}
 	return cfg, nil
 }
@@ -205,12 +200,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	var nodes []plan.Node
 	reported := 0
 	err = client.ListNodes(ctx, *f.pageSize, func(info nodestatus.NodeInfo) error {
-		n := plan.Node{Name: info.Name, ControlPlane: info.ControlPlane}
-		for _, s := range info.InternalIPs {
-			if a, err := netip.ParseAddr(s); err == nil {
-				n.InternalIPs = append(n.InternalIPs, a)
-			}
-		}
+		n := plan.Node{Name: info.Name, InternalIPs: info.InternalIPs, ControlPlane: info.ControlPlane}
 		if info.Report != "" {
 			r, err := report.Decode(info.Report)
 			if err != nil {
@@ -230,6 +220,9 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 		return usageError{fmt.Errorf("no node has a readable %s annotation (%d nodes listed): deploy the calico-prep agent first", nodestatus.AnnotationReport, len(nodes))}
 	}
 
+	if err := clusterDefaults(ctx, restCfg, fs, &opts, stderr); err != nil {
+		return err
+	}
 	p, err := plan.Make(ctx, nodes, opts)
 	if errors.Is(err, plan.ErrImpossibleSize) {
 		return usageError{err}
@@ -237,7 +230,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	if err != nil {
 		return err
 	}
-	if err := writePlan(stdout, *f.output, p); err != nil {
+	if err := plan.Write(stdout, *f.output, p); err != nil {
 		return err
 	}
 	if p.Partial {
@@ -247,193 +240,4 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 		return errPlanPartial
 	}
 	return nil
-}
-
-func writePlan(w io.Writer, format string, p plan.Plan) error {
-	switch format {
-	case "json":
-		return writeJSON(w, p)
-	case "env":
-		var b strings.Builder
-		writeComments(&b, format, p)
-		for _, e := range p.Env() {
-			fmt.Fprintf(&b, "%s=%s\n", e.Name, e.Value)
-		}
-		_, err := io.WriteString(w, b.String())
-		return err
-	case "kustomize":
-		return writeYAML(w, format, p, p.DaemonSetPatch())
-	case "operator":
-		in, err := p.Installation()
-		if err != nil {
-			return err
-		}
-		return writeYAML(w, format, p, in)
-	}
-	return printPlan(w, p)
-}
-
-// writeComments heads the machine formats with what they cannot carry: Typha, WireGuard
-// under the operator, and why the plan is partial.
-func writeComments(b *strings.Builder, format string, p plan.Plan) {
-	fmt.Fprintf(b, "# calico-prep plan for %d nodes (%d reported)\n", p.Nodes, p.Reported)
-	if p.Typha.Recommended {
-		fmt.Fprintf(b, "# Typha: %s.\n", p.Typha.Advice)
-		if format == "operator" {
-			b.WriteString("# The operator always runs Typha and scales it with the node count itself; Installation has no replica count.\n")
-		} else {
-			fmt.Fprintf(b, "# calico.yaml has no Typha: install from Calico's Typha manifest (calico-typha.yaml) and scale Deployment calico-typha to %d.\n", p.Typha.Replicas)
-		}
-	}
-	if p.WireGuard && format == "operator" {
-		b.WriteString("# WireGuard is not part of the Installation: set wireguardEnabled: true in FelixConfiguration default.\n")
-	}
-	for _, problem := range p.Problems {
-		fmt.Fprintf(b, "# PARTIAL: %s\n", problem)
-	}
-}
-
-func writeYAML(w io.Writer, format string, p plan.Plan, v any) error {
-	out, err := yaml.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode %T: %w", v, err)
-	}
-	var b strings.Builder
-	writeComments(&b, format, p)
-	b.Write(out)
-	_, err = io.WriteString(w, b.String())
-	return err
-}
-
-// printPlan is the human summary.
-func printPlan(w io.Writer, p plan.Plan) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "Calico plan for %d nodes (%d reported; %d not ready for Calico yet by their own checks)\n", p.Nodes, p.Reported, p.NotReady)
-	for _, pool := range p.Pools {
-		b.WriteString("\n")
-		printPool(&b, pool)
-	}
-	for _, ad := range p.Autodetection {
-		b.WriteString("\n")
-		if err := printAutodetection(&b, ad); err != nil {
-			return err
-		}
-	}
-	fmt.Fprintf(&b, "\nDatastore: %s\n", p.Typha.Advice)
-	fmt.Fprintf(&b, "Encapsulation: %s, BGP %t, WireGuard %t\n", p.Encapsulation, p.BGP, p.WireGuard)
-	b.WriteString("Firewall openings on every node:\n")
-	for _, o := range p.Firewall {
-		fmt.Fprintf(&b, "  %-20s %s\n", o, o.For)
-	}
-	if len(p.Unreported) > 0 {
-		fmt.Fprintf(&b, "\nNodes without a report (%d), not covered by this plan:\n", len(p.Unreported))
-		for _, u := range p.Unreported[:min(len(p.Unreported), 10)] {
-			fmt.Fprintf(&b, "  %s: %s\n", u.Node, u.Reason)
-		}
-		if more := len(p.Unreported) - 10; more > 0 {
-			fmt.Fprintf(&b, "  … and %d more (-o json lists all)\n", more)
-		}
-	}
-	if p.Partial {
-		b.WriteString("\nThe plan is PARTIAL:\n")
-		for _, problem := range p.Problems {
-			fmt.Fprintf(&b, "  - %s\n", problem)
-		}
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
-}
-
-func printPool(b *strings.Builder, pool plan.Pool) {
-	if pool.CIDR.IsValid() {
-		fmt.Fprintf(b, "Pod CIDR (IPv%d): %s\n", pool.Family, pool.CIDR)
-	} else {
-		fmt.Fprintf(b, "Pod CIDR (IPv%d): none free of size /%d\n", pool.Family, pool.Bits)
-	}
-	if pool.Note != "" {
-		fmt.Fprintf(b, "  note: %s\n", pool.Note)
-	}
-	c := pool.AskedCollisions
-	if c == nil {
-		return
-	}
-	fmt.Fprintf(b, "  the asked %s cannot be used:\n", pool.Asked)
-	for _, s := range c.Cluster {
-		fmt.Fprintf(b, "    %s\n", s)
-	}
-	if c.Nodes > 0 {
-		fmt.Fprintf(b, "    it collides on %d nodes (%d collisions); by host network:\n", c.Nodes, c.Total)
-		for _, n := range c.Networks {
-			fmt.Fprintf(b, "      %-20s on %d nodes, e.g. %s\n", n.Network, n.Nodes, n.Example)
-		}
-		fmt.Fprintln(b, "    first collisions:")
-		for _, n := range c.First {
-			fmt.Fprintf(b, "      %s: %s\n", n.Node, n.Collision)
-		}
-		if more := c.Total - len(c.First); more > 0 {
-			fmt.Fprintf(b, "      … and %d more (-o json for the summary, agent check on a node for its own)\n", more)
-		}
-	}
-	if len(pool.Searched) > 0 {
-		fmt.Fprintf(b, "  searched for a free /%d in %s\n", pool.Bits, strings.Join(prefixes(pool.Searched), ", "))
-	}
-}
-
-func printAutodetection(b *strings.Builder, ad plan.Autodetect) error {
-	variable := "IP_AUTODETECTION_METHOD"
-	if ad.Family == 6 {
-		variable = "IP6_AUTODETECTION_METHOD"
-	}
-	switch {
-	case ad.Method != "":
-		fmt.Fprintf(b, "IP autodetection (IPv%d): %s=%s\n", ad.Family, variable, ad.Method)
-	case ad.Best != "":
-		fmt.Fprintf(b, "IP autodetection (IPv%d): no method is right on every node; the best, %s, is in the other outputs\n", ad.Family, ad.Best)
-	default:
-		fmt.Fprintf(b, "IP autodetection (IPv%d): no node to check\n", ad.Family)
-	}
-	fmt.Fprintf(b, "  intended: %s; checked on %d nodes\n", ad.Intended, ad.Checked)
-	for _, u := range ad.Undetermined[:min(len(ad.Undetermined), 5)] {
-		fmt.Fprintf(b, "  not checked: %s: %s\n", u.Node, u.Reason)
-	}
-	if more := len(ad.Undetermined) - 5; more > 0 {
-		fmt.Fprintf(b, "  not checked: … and %d more\n", more)
-	}
-	tw := tabwriter.NewWriter(b, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  METHOD\tRIGHT\tWRONG\tBASIS")
-	for _, c := range ad.Candidates {
-		method := c.Method
-		if c.Estimate {
-			method += " (estimate from routes)"
-		}
-		fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\n", method, c.Agrees, c.Wrong, c.Basis)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	for _, c := range ad.Candidates {
-		if c.Wrong == 0 {
-			continue
-		}
-		fmt.Fprintf(b, "  %s is wrong on %d nodes:\n", c.Method, c.Wrong)
-		for _, m := range c.Misses[:min(len(c.Misses), 5)] {
-			what := "picks " + m.Picked
-			if m.Error != "" {
-				what = oneLine(m.Error)
-			}
-			fmt.Fprintf(b, "    %s: %s; intended %s\n", m.Node, what, m.Intended)
-		}
-		if more := c.Wrong - min(len(c.Misses), 5); more > 0 {
-			fmt.Fprintf(b, "    … and %d more\n", more)
-		}
-	}
-	return nil
-}
-
-func prefixes(ps []netip.Prefix) []string {
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = p.String()
-	}
-	return s
 }

@@ -222,7 +222,7 @@ func TestPlanAgainstAPIServer(t *testing.T) {
 			want string
 		}{
 			{"no kubeconfig", map[string]string{}, nil, "no kubeconfig: give --kubeconfig or set KUBECONFIG"},
-			{"missing kubeconfig file", nil, []string{"--kubeconfig=/no/such/kubeconfig"}, `--kubeconfig: load "/no/such/kubeconfig"`},
+			{"missing kubeconfig file", nil, []string{"--kubeconfig=/no/such/kubeconfig"}, `--kubeconfig: load kubeconfig "/no/such/kubeconfig": no such file`},
 			{"IPv4 size longer than a block", nil, []string{"--pod-cidr-size=27"}, "--pod-cidr-size: impossible pod CIDR size: an IPv4 pool of /27 cannot hold one of Calico's /26 blocks"},
 			{"IPv4 size larger than private space", nil, []string{"--pod-cidr-size=6"}, "--pod-cidr-size: impossible pod CIDR size: an IPv4 pool of /6 is larger than any private range"},
 			{"IPv4 size out of range", nil, []string{"--pod-cidr-size=33"}, "--pod-cidr-size: invalid prefix length 33: want 1 to 32"},

@@ -10,6 +10,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/calico-prep/calico-prep/pkg/agent"
+	"github.com/calico-prep/calico-prep/pkg/calicoconfig"
+	"github.com/calico-prep/calico-prep/pkg/config"
 	"github.com/calico-prep/calico-prep/pkg/metrics"
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
 )
@@ -40,8 +42,10 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	// client-go logs through klog (throttling, server warnings): send it to the same handler.
 	klog.SetSlogLogger(log.With("component", "client-go"))
 
-	restCfg, err := nodestatus.LoadConfig(cfg.Kubeconfig)
-	var node agent.Publisher // an interface holding a nil *Client is not nil
+	restCfg, err := nodestatus.LoadConfig(cfg.Kubeconfig, "")
+	// Interfaces holding a nil pointer are not nil: these stay nil without a cluster.
+	var node agent.Publisher
+	var calicoCfg agent.CalicoSource
 	switch {
 	case errors.Is(err, nodestatus.ErrStandalone):
 		log.Info("standalone: no kubeconfig and not in a cluster; preparing the host without Node reporting")
@@ -53,6 +57,13 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer, get
 			return usageError{err}
 		}
 		node = c
+		if cfg.CalicoConfig == config.ModeAuto {
+			cc, err := calicoconfig.New(restCfg, cfg.NodeName, log)
+			if err != nil {
+				return usageError{err}
+			}
+			calicoCfg = cc
+		}
 	}
 
 	h, err := agent.Open(ctx, cfg, log)
@@ -65,9 +76,12 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer, get
 			return usageError{err}
 		}
 	}
+	if calicoCfg == nil {
+		h.SetEffective(calicoconfig.FromFlags(cfg))
+	}
 	h.Connect(ctx)
 	m := metrics.New(version)
-	a := agent.New(cfg, agent.Deps{Passes: h, Node: node, Metrics: m, Sources: []agent.Source{h.Watch}, Log: log})
+	a := agent.New(cfg, agent.Deps{Passes: h, Node: node, Calico: calicoCfg, Metrics: m, Sources: []agent.Source{h.Watch}, Log: log})
 
 	if cfg.Once {
 		rep, err := a.Once(ctx)

@@ -16,7 +16,10 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
 	"golang.org/x/sys/unix"
+
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 // runDir is where iproute2 looks for named namespaces, so "ip netns exec NAME" works on ours.
@@ -31,10 +34,11 @@ type NS struct {
 	fd     netns.NsHandle
 }
 
-// New creates a namespace with lo up and deletes it when t ends. It fails the test (never
-// skips) when the namespace cannot be made: the suite runs as root and relies on it.
+// New creates a namespace with lo up and deletes it when t ends. Without root the test is
+// skipped (testkit.NeedsRoot); as root it fails when the namespace cannot be made.
 func New(t testing.TB) *NS {
 	t.Helper()
+	testkit.NeedsRoot(t, "creates a network namespace")
 	n, err := create()
 	if err != nil {
 		t.Fatalf("create network namespace: %v", err)

@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/calico-prep/calico-prep/pkg/calico"
+	"github.com/calico-prep/calico-prep/pkg/calicoconfig"
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/config"
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
@@ -57,6 +58,18 @@ type PassRunner interface {
 	// SetInternalIPs records the Node's InternalIPs (kubernetes-internal-ip autodetection)
 	// and reports whether they changed.
 	SetInternalIPs(ips []netip.Addr) bool
+	// SetCalicoNode records the Node's annotations that calico-node wrote (the addresses it
+	// chose) and reports whether they changed.
+	SetCalicoNode(annotations map[string]string) bool
+	// SetEffective makes eff the configuration of the passes that follow and reports whether
+	// anything changed.
+	SetEffective(eff calicoconfig.Effective) bool
+}
+
+// CalicoSource delivers the state of Calico's resources, first as read, then at every change,
+// until ctx ends; *calicoconfig.Client is the real one.
+type CalicoSource interface {
+	Watch(ctx context.Context) <-chan calicoconfig.State
 }
 
 // Publisher is the Node the loop reports to; *nodestatus.Client is the real one.
@@ -84,8 +97,9 @@ type Source func(ctx context.Context, poke func())
 // Deps are the loop's collaborators.
 type Deps struct {
 	Passes  PassRunner
-	Node    Publisher // nil: standalone, nothing is reported to a cluster
-	Metrics Observer  // nil: none
+	Node    Publisher    // nil: standalone, nothing is reported to a cluster
+	Calico  CalicoSource // nil: the flags alone (the command then calls SetEffective itself)
+	Metrics Observer     // nil: none
 	Sources []Source
 	Clock   clock.WithTicker // nil: the real clock
 	Log     *slog.Logger
@@ -97,9 +111,10 @@ type Deps struct {
 type job int
 
 const (
-	passJob    job = iota // run a reconcile pass and judge it
-	publishJob            // make the Node say what the last judged pass says
-	countJob              // count the cluster's nodes for the Typha advice
+	passJob       job = iota // run a reconcile pass and judge it
+	publishJob               // make the Node say what the last judged pass says
+	countJob                 // count the cluster's nodes for the Typha advice
+	calicoWaitJob            // stop waiting for Calico's resources before the first pass
 	jobKinds
 )
 
@@ -112,6 +127,7 @@ type Agent struct {
 	log     *slog.Logger
 	host    PassRunner
 	node    Publisher
+	calico  CalicoSource
 	metrics Observer
 	sources []Source
 	clock   clock.WithTicker
@@ -137,11 +153,14 @@ type state struct {
 	published, inflight *nodestatus.Status
 	// retrying is set while a failed write waits for its retry.
 	retrying bool
+	// calicoUnread is set until Calico's resources are first read completely, or calicoSyncWait
+	// has passed: no pass runs before (see watchCalico).
+	calicoUnread bool
 }
 
 // New returns the loop over its collaborators. It starts the queue's timer; Run or Once stop it.
 func New(cfg config.Config, d Deps) *Agent {
-	a := &Agent{cfg: cfg, log: d.Log, host: d.Passes, node: d.Node, metrics: d.Metrics, sources: d.Sources, clock: d.Clock}
+	a := &Agent{cfg: cfg, log: d.Log, host: d.Passes, node: d.Node, calico: d.Calico, metrics: d.Metrics, sources: d.Sources, clock: d.Clock}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -157,6 +176,7 @@ func New(cfg config.Config, d Deps) *Agent {
 	// as someone leaves it so: soon at first, then every few minutes, never only at the resync.
 	a.reapply = jittered{workqueue.NewTypedItemExponentialFailureRateLimiter[job](time.Second, 5*time.Minute)}
 	a.st.settling = map[string]time.Time{}
+	a.st.calicoUnread = d.Calico != nil
 	return a
 }
 
@@ -194,6 +214,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		sources.Go(func() { a.watchNode(ctx) })
 		// Not at start: that would be a request from every node at every rollout.
 		a.queue.AddAfter(countJob, a.cfg.ResyncInterval+rand.N(countInterval))
+	}
+	if a.calico != nil {
+		sources.Go(func() { a.watchCalico(ctx) })
+		a.queue.AddAfter(calicoWaitJob, calicoSyncWait)
 	}
 	a.Poke()
 	for range jobKinds {
@@ -235,6 +259,9 @@ func (a *Agent) work(ctx, jobs context.Context) {
 func (a *Agent) do(ctx context.Context, j job) {
 	switch j {
 	case passJob:
+		if a.awaitingCalico() {
+			return // reading Calico's resources ends the wait and asks for the pass
+		}
 		pctx, cancel := context.WithTimeout(ctx, PassTimeout)
 		next, _ := a.pass(pctx)
 		cancel()
@@ -263,6 +290,11 @@ func (a *Agent) do(ctx context.Context, j job) {
 		a.retry.Forget(countJob)
 		every := max(countInterval, time.Duration(n)*countSpacing)
 		a.queue.AddAfter(countJob, every/2+rand.N(every))
+	case calicoWaitJob:
+		if a.calicoRead() {
+			a.log.Warn("Calico's resources not read in time; passes use what is known, and close nothing", "waited", calicoSyncWait)
+			a.Poke()
+		}
 	}
 }
 
@@ -274,12 +306,16 @@ func (a *Agent) Once(ctx context.Context) (check.Report, error) {
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		for n := range a.node.Watch(wctx) {
-			a.host.SetInternalIPs(parseIPs(n.InternalIPs))
+			a.host.SetInternalIPs(n.InternalIPs)
+			a.host.SetCalicoNode(n.Annotations)
 			break
 		}
 		if _, ok := a.node.Current(); !ok {
 			return check.Report{}, fmt.Errorf("node %q not seen within 30s: not registered, or the API server is unreachable or refuses the agent (see the log)", a.cfg.NodeName)
 		}
+	}
+	if a.calico != nil {
+		a.awaitCalico(ctx, 30*time.Second)
 	}
 	for {
 		next, judged := a.pass(ctx)
@@ -489,13 +525,15 @@ func (a *Agent) readiness() *bool {
 	return nil
 }
 
-// watchNode follows the Node. Its InternalIPs feed kubernetes-internal-ip: a change asks for a
-// pass, as does the first sight of the Node. A change to what calico-prep published (someone
-// removed the label) asks for a write, and so does any news while a failed write waits for its
-// retry: the API server is back. Kubelet's own status updates cost nothing.
+// watchNode follows the Node. Its InternalIPs feed kubernetes-internal-ip and calico-node's
+// annotations autodetect/calico-agrees: a change asks for a pass, as does the first sight of
+// the Node. A change to what calico-prep published (someone removed the label) asks for a
+// write, and so does any news while a failed write waits for its retry: the API server is
+// back. Kubelet's own status updates cost nothing.
 func (a *Agent) watchNode(ctx context.Context) {
 	for n := range a.node.Watch(ctx) {
-		changed := a.host.SetInternalIPs(parseIPs(n.InternalIPs))
+		changed := a.host.SetInternalIPs(n.InternalIPs)
+		changed = a.host.SetCalicoNode(n.Annotations) || changed
 		a.mu.Lock()
 		haveWant, retrying := a.st.want != nil, a.st.retrying
 		a.mu.Unlock()
@@ -626,14 +664,4 @@ func minPositive(a, b time.Duration) time.Duration {
 		return a
 	}
 	return min(a, b)
-}
-
-func parseIPs(ss []string) []netip.Addr {
-	var out []netip.Addr
-	for _, s := range ss {
-		if a, err := netip.ParseAddr(s); err == nil {
-			out = append(out, a)
-		}
-	}
-	return slices.Clip(out)
 }

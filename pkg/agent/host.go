@@ -1,4 +1,4 @@
-// Package agent wires the system packages (links, kernel, firewalld, networkmanager) and the
+// Package agent wires the system packages (links, kernel, firewalld, networkmanager, networkd) and the
 // logic packages (autodetect, cidr) into one ordered list of checks, runs passes over them, and
 // runs the daemon: events in, checks run, status out to the Node and to metrics.
 package agent
@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/calico-prep/calico-prep/pkg/autodetect"
+	"github.com/calico-prep/calico-prep/pkg/calicoconfig"
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/cidr"
 	"github.com/calico-prep/calico-prep/pkg/config"
@@ -24,6 +25,7 @@ import (
 	"github.com/calico-prep/calico-prep/pkg/host"
 	"github.com/calico-prep/calico-prep/pkg/kernel"
 	"github.com/calico-prep/calico-prep/pkg/links"
+	"github.com/calico-prep/calico-prep/pkg/networkd"
 	"github.com/calico-prep/calico-prep/pkg/networkmanager"
 	"github.com/calico-prep/calico-prep/pkg/report"
 )
@@ -36,6 +38,7 @@ type Host struct {
 	links *links.Client
 	fw    *firewalld.Client // nil while there is no system bus or firewalld is off
 	nm    *networkmanager.Client
+	nd    *networkd.Client // systemd-networkd's
 
 	// snap holds one netlink snapshot per pass, shared by every check that reads links and
 	// by the report of the pass.
@@ -44,8 +47,13 @@ type Host struct {
 	mu          sync.Mutex
 	internalIPs []netip.Addr // the Node's InternalIPs from the watch; cfg.NodeInternalIPs without a cluster
 	checks      []check.Check
-	kernel      []check.Check            // built once: they cache the kernel config between passes
+	kernel      []check.Check            // built once per requirements: they cache the kernel config between passes
 	protected   atomic.Pointer[[]string] // interfaces NetworkManager must keep managing, per pass
+	// calico is the effective configuration (cfg is its Config) and where it came from;
+	// calicoNode what calico-node annotated on the Node. See calicoconfig.go.
+	calico     calicoconfig.Effective
+	managed    bool
+	calicoNode autodetect.CalicoChoice
 }
 
 // Open validates what the components need and connects to netlink and, unless turned off, to
@@ -58,15 +66,19 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Host, erro
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
-	h := &Host{cfg: cfg, log: log, links: lc, internalIPs: cfg.NodeInternalIPs, kernel: kernelChecks(cfg)}
+	h := &Host{cfg: cfg, log: log, links: lc, internalIPs: cfg.NodeInternalIPs, kernel: kernelChecks(cfg), calico: calicoconfig.FromFlags(cfg)}
 	h.checks = h.buildChecks()
 	return h, nil
 }
 
 func kernelChecks(cfg config.Config) []check.Check {
-	return kernel.Checks(kernel.FS{Root: cfg.HostRoot}, kernel.Requirements{
-		Encapsulation: string(cfg.Encapsulation), WireGuard: cfg.WireGuard, IPv6: cfg.PodCIDRv6.IsValid(),
-	})
+	return kernel.Checks(kernel.FS{Root: cfg.HostRoot}, kernelRequirements(cfg))
+}
+
+func kernelRequirements(cfg config.Config) kernel.Requirements {
+	return kernel.Requirements{
+		Encapsulation: string(cfg.Encapsulation), WireGuard: cfg.WireGuard || cfg.WireGuardv6, IPv6: cfg.PodCIDRv6.IsValid(),
+	}
 }
 
 // ValidateDisabled rejects a --disable-checks entry that is neither an area nor the name of a
@@ -75,8 +87,9 @@ func kernelChecks(cfg config.Config) []check.Check {
 // be named on a host where they are off or absent.
 func ValidateDisabled(cfg config.Config) error {
 	probe := cfg
-	probe.Firewalld, probe.NetworkManager = config.ModeOn, config.ModeOn
-	h := &Host{cfg: probe, log: slog.New(slog.DiscardHandler), kernel: kernelChecks(probe)}
+	probe.Firewalld, probe.NetworkManager, probe.Networkd = config.ModeOn, config.ModeOn, config.ModeOn
+	h := &Host{cfg: probe, log: slog.New(slog.DiscardHandler), kernel: kernelChecks(probe),
+		calico: calicoconfig.Effective{Config: probe, Followed: probe.CalicoConfig == config.ModeAuto}, managed: true}
 	return cfg.DisableChecks.Validate("--disable-checks", h.buildChecks())
 }
 
@@ -90,6 +103,7 @@ func (h *Host) Close() {
 	if h.nm != nil {
 		_ = h.nm.Close()
 	}
+	h.dropNetworkd(h.nd)
 	_ = h.links.Close()
 }
 
@@ -120,6 +134,7 @@ func (h *Host) Connect(ctx context.Context) bool {
 			h.log.Debug("system bus not reachable for NetworkManager", "err", err)
 		}
 	}
+	nd := h.dialNetworkd(ctx)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if fw != nil {
@@ -128,7 +143,10 @@ func (h *Host) Connect(ctx context.Context) bool {
 	if nm != nil {
 		h.nm = nm
 	}
-	if fw == nil && nm == nil {
+	if nd != nil {
+		h.nd = nd
+	}
+	if fw == nil && nm == nil && nd == nil {
 		return false
 	}
 	h.checks = h.buildChecks()
@@ -136,17 +154,18 @@ func (h *Host) Connect(ctx context.Context) bool {
 }
 
 // clients returns the connections there are; nil where there is none.
-func (h *Host) clients() (*firewalld.Client, *networkmanager.Client) {
+func (h *Host) clients() (*firewalld.Client, *networkmanager.Client, *networkd.Client) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.fw, h.nm
+	return h.fw, h.nm, h.nd
 }
 
 // disconnected reports whether a component that is on has no connection to the system bus.
 func (h *Host) disconnected() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.cfg.Firewalld != config.ModeOff && h.fw == nil || h.cfg.NetworkManager != config.ModeOff && h.nm == nil
+	return h.cfg.Firewalld != config.ModeOff && h.fw == nil || h.cfg.NetworkManager != config.ModeOff && h.nm == nil ||
+		h.networkdDisconnected()
 }
 
 // disconnect drops a client whose connection ended (its watch closed), so that it is dialled
@@ -161,6 +180,7 @@ func (h *Host) disconnect(client any) {
 	case h.nm != nil && client == h.nm:
 		_ = h.nm.Close()
 		h.nm = nil
+	case h.dropNetworkd(client):
 	default:
 		return
 	}
@@ -218,16 +238,18 @@ func (h *Host) protectedInterfaces(ctx context.Context) []string {
 // CIDR, Calico's links, and then what calico-prep changes (NetworkManager, firewalld).
 func (h *Host) buildChecks() []check.Check {
 	cfg := h.cfg
-	checks := slices.Clone(h.kernel)
-	for _, fam := range h.families() {
+	checks := h.calicoChecks()
+	checks = append(checks, h.kernel...)
+	for _, fam := range familiesOf(cfg) {
 		checks = append(checks, autodetect.NewCheck(fam.method, fam.family, h.snapshot, h.env))
 	}
+	checks = append(checks, h.agreeCheck())
 	checks = append(checks, cidr.Checks(cidr.Input{
-		Pools: h.pools(), ServiceCIDRs: cfg.ServiceCIDRs, KubeadmSubnets: cfg.KubeadmSubnets,
+		Pools: poolsOf(cfg), ServiceCIDRs: cfg.ServiceCIDRs, KubeadmSubnets: cfg.KubeadmSubnets,
 	}, h.snapshot)...)
 	checks = append(checks, links.Checks(h.links, links.Config{
 		Encapsulation: string(cfg.Encapsulation),
-		WireGuard:     cfg.WireGuard,
+		WireGuard:     cfg.WireGuard || cfg.WireGuardv6,
 		IPv6:          cfg.PodCIDRv6.IsValid(),
 		CalicoStarted: h.calicoStarted,
 		Uplink: func(ctx context.Context, snap host.Snapshot) (string, error) {
@@ -248,7 +270,12 @@ func (h *Host) buildChecks() []check.Check {
 			return nil
 		},
 	})...)
-	checks = append(checks, firewalld.Checks(h.fw, firewalldOptions(cfg, h.nodeInterface, h.log))...)
+	fo := firewalldOptions(cfg, h.nodeInterface, h.log)
+	// Closing what an older configuration opened needs the whole configuration: the daemon's,
+	// once Calico's resources are read (never agent check's flags alone).
+	fo.RemoveStale = h.managed && h.calico.Authoritative()
+	checks = append(checks, firewalld.Checks(h.fw, fo)...)
+	checks = append(checks, h.networkdChecks()...)
 	return checks
 }
 
@@ -257,21 +284,33 @@ type familyMethod struct {
 	method autodetect.Method
 }
 
-// families are the IP families in use with their autodetection methods (validated by config).
-func (h *Host) families() []familyMethod {
-	m4, _ := autodetect.ParseMethod(h.cfg.IPAutodetectionMethod)
+// config is the configuration the checks run with; SetEffective may replace it.
+func (h *Host) config() config.Config {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cfg
+}
+
+// familiesOf are the IP families in use with their autodetection methods (validated by config
+// and calicoconfig).
+func familiesOf(cfg config.Config) []familyMethod {
+	m4, _ := autodetect.ParseMethod(cfg.IPAutodetectionMethod)
 	out := []familyMethod{{4, m4}}
-	if h.cfg.PodCIDRv6.IsValid() {
-		m6, _ := autodetect.ParseMethod(h.cfg.IP6AutodetectionMethod)
+	if cfg.PodCIDRv6.IsValid() {
+		m6, _ := autodetect.ParseMethod(cfg.IP6AutodetectionMethod)
 		out = append(out, familyMethod{6, m6})
 	}
 	return out
 }
 
-func (h *Host) pools() []netip.Prefix {
-	pools := []netip.Prefix{h.cfg.PodCIDR}
-	if h.cfg.PodCIDRv6.IsValid() {
-		pools = append(pools, h.cfg.PodCIDRv6)
+// poolsOf are the pod CIDRs: every one of Calico's pools when they are known.
+func poolsOf(cfg config.Config) []netip.Prefix {
+	if cfg.Pools != nil {
+		return slices.Clone(cfg.Pools)
+	}
+	pools := []netip.Prefix{cfg.PodCIDR}
+	if cfg.PodCIDRv6.IsValid() {
+		pools = append(pools, cfg.PodCIDRv6)
 	}
 	return pools
 }
@@ -284,7 +323,7 @@ func (h *Host) env(context.Context) autodetect.Env {
 
 // detect runs the IPv4 autodetection (the node IP Calico uses) on snap.
 func (h *Host) detect(ctx context.Context, snap host.Snapshot) (autodetect.Result, error) {
-	fam := h.families()[0]
+	fam := familiesOf(h.config())[0]
 	return autodetect.Detect(ctx, fam.method, fam.family, snap.Interfaces, h.env(ctx))
 }
 
@@ -304,16 +343,17 @@ func (h *Host) nodeInterface(ctx context.Context) (string, error) {
 // calicoStarted reports whether calico-node has run on this node: it writes its node name to
 // /var/lib/calico/nodename at startup.
 func (h *Host) calicoStarted() bool {
-	_, err := os.Stat(filepath.Join(h.cfg.HostRoot, "var/lib/calico/nodename"))
+	_, err := os.Stat(filepath.Join(h.config().HostRoot, "var/lib/calico/nodename"))
 	return err == nil
 }
 
 // describe is the node's part of the report of the pass ctx carries.
 func (h *Host) describe(ctx context.Context) report.Node {
-	n := report.Node{Pools: h.pools()}
+	cfg := h.config()
+	n := report.Node{Pools: poolsOf(cfg), Warnings: h.Effective().Warnings}
 	if snap, err := h.snapshot(ctx); err == nil {
 		n.Host = report.HostOf(snap)
-		for _, fam := range h.families() {
+		for _, fam := range familiesOf(cfg) {
 			if res, err := autodetect.Detect(ctx, fam.method, fam.family, snap.Interfaces, h.env(ctx)); err == nil {
 				n.Autodetect = append(n.Autodetect, res)
 			}
@@ -327,13 +367,22 @@ func firewalldOptions(cfg config.Config, nodeInterface func(context.Context) (st
 	if cfg.PodCIDRv6.IsValid() {
 		pods = append(pods, cfg.PodCIDRv6)
 	}
+	if cfg.Pools != nil {
+		pods = cfg.Pools
+	}
+	var felixMetrics, typhaMetrics, agentMetrics uint16
+	if cfg.FirewalldOpenMetrics {
+		felixMetrics, typhaMetrics, agentMetrics = cfg.FelixMetricsPort, cfg.TyphaMetricsPort, metricsPort(cfg.MetricsBindAddress)
+	}
 	return firewalld.Options{
 		Mode:          cfg.Firewalld,
 		Zone:          cfg.FirewalldZone,
 		NodeInterface: nodeInterface,
 		Rules: firewalld.Rules(firewalld.RuleInput{
-			BGP: cfg.BGP, Typha: cfg.Typha, WireGuard: cfg.WireGuard, IPv6: cfg.PodCIDRv6.IsValid(),
-			Encapsulation: cfg.Encapsulation, Extra: cfg.FirewalldExtraPorts,
+			BGP: cfg.BGP, Typha: cfg.Typha, WireGuard: cfg.WireGuard, WireGuardv6: cfg.WireGuardv6,
+			Encapsulation: cfg.Encapsulation, OtherEncapsulations: cfg.OtherEncapsulations, Ports: cfg.Ports,
+			FelixMetricsPort: felixMetrics, TyphaMetricsPort: typhaMetrics, AgentMetricsPort: agentMetrics,
+			Extra: cfg.FirewalldExtraPorts,
 		}),
 		Forwarding: cfg.FirewalldForwarding,
 		PodCIDRs:   pods,

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +16,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	testingclock "k8s.io/utils/clock/testing"
 
+	"github.com/calico-prep/calico-prep/pkg/calico"
+	"github.com/calico-prep/calico-prep/pkg/calicoconfig"
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/config"
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
@@ -41,7 +46,9 @@ type fakeHost struct {
 	script  func(n int) check.Report // the report of the n-th pass, from 1
 	gate    chan struct{}            // when set, each pass waits for a value from it
 	ips     []netip.Addr
-	ctxErr  error // the context's error when the last pass ended
+	annot   map[string]string        // calico-node's annotations, as last set
+	eff     []calicoconfig.Effective // the configurations set, in order
+	ctxErr  error                    // the context's error when the last pass ended
 	now     func() time.Time
 	at      []time.Time // when each pass ended, by now
 }
@@ -77,6 +84,31 @@ func (h *fakeHost) SetInternalIPs(ips []netip.Addr) bool {
 	changed := fmt.Sprint(ips) != fmt.Sprint(h.ips)
 	h.ips = ips
 	return changed
+}
+
+// SetCalicoNode, like Host's, counts only calico-node's annotations.
+func (h *fakeHost) SetCalicoNode(annotations map[string]string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	calicos := maps.Clone(annotations)
+	maps.DeleteFunc(calicos, func(k, _ string) bool { return !strings.HasPrefix(k, "projectcalico.org/") })
+	changed := !maps.Equal(calicos, h.annot)
+	h.annot = calicos
+	return changed
+}
+
+func (h *fakeHost) SetEffective(eff calicoconfig.Effective) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	changed := len(h.eff) == 0 || !reflect.DeepEqual(h.eff[len(h.eff)-1], eff)
+	h.eff = append(h.eff, eff)
+	return changed
+}
+
+func (h *fakeHost) effective() []calicoconfig.Effective {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.eff)
 }
 
 func (h *fakeHost) begun() int {
@@ -275,6 +307,29 @@ func (t *queueTracker) idle() bool {
 	return t.depth == 0 && t.gets == t.dones
 }
 
+// fakeCalico delivers the states a test sends as the state of Calico's resources.
+type fakeCalico chan calicoconfig.State
+
+func (c fakeCalico) Watch(ctx context.Context) <-chan calicoconfig.State {
+	out := make(chan calicoconfig.State)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case st := <-c:
+				select {
+				case out <- st:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
 // stepQueue is workqueue.Typed with AddAfter driven by loop.step. Like workqueue's delaying
 // queue it keeps one wait per item, the earliest.
 type stepQueue struct {
@@ -298,6 +353,14 @@ func (q *stepQueue) AddAfter(j job, d time.Duration) {
 	if w, ok := q.waiting[j]; !ok || at.Before(w) {
 		q.waiting[j] = at
 	}
+}
+
+// delayed reports whether j waits to be added.
+func (q *stepQueue) delayed(j job) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, ok := q.waiting[j]
+	return ok
 }
 
 // due moves what has come due into the queue.
@@ -329,6 +392,12 @@ type loop struct {
 
 func newLoop(t *testing.T, host *fakeHost, node *fakeNode, cfg config.Config) *loop {
 	t.Helper()
+	return newLoopWith(t, host, node, nil, cfg)
+}
+
+// newLoopWith is newLoop following Calico's resources through calico.
+func newLoopWith(t *testing.T, host *fakeHost, node *fakeNode, calico fakeCalico, cfg config.Config) *loop {
+	t.Helper()
 	if cfg.ResyncInterval == 0 {
 		cfg.ResyncInterval = time.Hour
 	}
@@ -336,6 +405,9 @@ func newLoop(t *testing.T, host *fakeHost, node *fakeNode, cfg config.Config) *l
 	d := Deps{Passes: host, Metrics: l.obs, Clock: l.clk}
 	if node != nil {
 		d.Node = node
+	}
+	if calico != nil {
+		d.Calico = calico
 	}
 	l.a = New(cfg, d)
 	l.a.queue.ShutDown()
@@ -454,7 +526,7 @@ func restarting() check.Report {
 }
 
 func readyNode() nodestatus.Node {
-	return nodestatus.Node{InternalIPs: []string{"192.168.79.128"}, Condition: &nodestatus.Condition{Type: nodestatus.ConditionType, Status: "True", Reason: "Prepared"}}
+	return nodestatus.Node{InternalIPs: []netip.Addr{netip.MustParseAddr("192.168.79.128")}, Condition: &nodestatus.Condition{Type: nodestatus.ConditionType, Status: "True", Reason: "Prepared"}}
 }
 
 // Events during a pass make one more pass, not one each.
@@ -587,7 +659,7 @@ func TestLoopPassesGoOnWhileAWriteHangs(t *testing.T) {
 		}
 		return ready()
 	}}
-	node := newFakeNode(&nodestatus.Node{InternalIPs: []string{"192.168.79.128"}})
+	node := newFakeNode(&nodestatus.Node{InternalIPs: []netip.Addr{netip.MustParseAddr("192.168.79.128")}})
 	hung := make(chan struct{})
 	node.block = hung
 	l := newLoop(t, host, node, config.Config{})
@@ -723,7 +795,7 @@ func TestLoopFollowsTheNode(t *testing.T) {
 	if node.publishCalls() != 0 {
 		t.Fatal("wrote before the Node was seen")
 	}
-	node.watch <- nodestatus.Node{InternalIPs: []string{"192.168.79.128"}}
+	node.watch <- nodestatus.Node{InternalIPs: []netip.Addr{netip.MustParseAddr("192.168.79.128")}}
 	l.passes(2)
 	st := l.published(1)[0]
 	if _, evs := node.snapshot(); len(evs) != 1 || evs[0].reason != "CalicoPrepReady" {
@@ -732,7 +804,7 @@ func TestLoopFollowsTheNode(t *testing.T) {
 	// The Node as written (the watch's echo of the write) asks for nothing; someone removing
 	// the label after it asks for a write and no pass.
 	n := nodestatus.Node{
-		InternalIPs: []string{"192.168.79.128"},
+		InternalIPs: []netip.Addr{netip.MustParseAddr("192.168.79.128")},
 		Labels:      map[string]string{nodestatus.LabelReady: "true"},
 		Annotations: map[string]string{nodestatus.AnnotationReport: st.Report},
 		Condition:   &nodestatus.Condition{Status: "True", Reason: st.Reason, Message: st.Message},
@@ -745,9 +817,66 @@ func TestLoopFollowsTheNode(t *testing.T) {
 	l.passes(2)
 	// A new InternalIP can change autodetection: a pass.
 	moved := n
-	moved.InternalIPs = []string{"192.168.79.129"}
+	moved.InternalIPs = []netip.Addr{netip.MustParseAddr("192.168.79.129")}
 	node.watch <- moved
 	l.passes(3)
+}
+
+// No pass runs before Calico's resources are read, whatever asks; the first complete state
+// starts the passes and a change of configuration asks for one.
+func TestLoopWaitsForCalicosResources(t *testing.T) {
+	host := &fakeHost{}
+	calico := make(fakeCalico)
+	l := newLoopWith(t, host, nil, calico, config.Config{})
+	l.run()
+	l.a.Poke()
+	calico <- calicoconfig.State{} // not every watch has listed yet
+	l.until("the first configuration", func() bool { return len(host.effective()) == 1 })
+	if host.begun() != 0 {
+		t.Fatal("a pass ran before Calico's resources were read")
+	}
+	calico <- calicoconfig.State{Synced: true}
+	l.passes(1)
+	if eff := host.effective(); !eff[1].Followed || !eff[1].Synced {
+		t.Errorf("configuration %+v, want followed and synced", eff[1])
+	}
+	calico <- calicoconfig.State{Synced: true} // the same again: nothing to do
+	l.until("the second state", func() bool { return len(host.effective()) == 3 })
+	l.passes(1)
+	calico <- calicoconfig.State{Synced: true, BGPListenPort: new(uint16(1179))}
+	l.passes(2)
+	l.step(calicoSyncWait) // the wait ended already: no extra pass
+	l.passes(2)
+}
+
+// An API server that does not answer does not hold the node back for longer than calicoSyncWait.
+func TestLoopStopsWaitingForCalicosResources(t *testing.T) {
+	host := &fakeHost{}
+	l := newLoopWith(t, host, nil, make(fakeCalico), config.Config{})
+	l.run()
+	l.until("the end of the wait to be set", func() bool { return l.queue.delayed(calicoWaitJob) })
+	l.step(calicoSyncWait - time.Millisecond)
+	l.idle()
+	if host.begun() != 0 {
+		t.Fatal("a pass ran before calicoSyncWait")
+	}
+	l.step(time.Millisecond)
+	l.passes(1)
+}
+
+// calico-node's annotations feed autodetect/calico-agrees: a change asks for a pass; other
+// annotations do not count (the fake host, like Host, says what changed).
+func TestLoopFollowsCalicoNodesAnnotations(t *testing.T) {
+	host := &fakeHost{}
+	n := readyNode()
+	node := newFakeNode(&n)
+	l := newLoop(t, host, node, config.Config{})
+	l.run()
+	l.published(1)
+	l.passes(1)
+	n.Annotations = map[string]string{calico.AnnotationIPv4Address: "192.168.79.128/24"}
+	node.watch <- n
+	l.passes(2)
 }
 
 func TestLoopCountsNodesRarely(t *testing.T) {

@@ -9,13 +9,14 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/calico-prep/calico-prep/pkg/firewalld"
+	"github.com/calico-prep/calico-prep/pkg/networkd"
 	"github.com/calico-prep/calico-prep/pkg/networkmanager"
 )
 
 // Watch calls poke whenever something happened that may change a check's outcome: a netlink
-// event, a firewalld or NetworkManager signal, a connection to the system bus made or lost. It
-// keeps the D-Bus connections that Connect made: a lost one is dialled again, with backoff
-// while the bus is away. It returns when ctx ends.
+// event, a firewalld, NetworkManager or systemd-networkd signal, a connection to the system bus
+// made or lost. It keeps the D-Bus connections that Connect made: a lost one is dialled again,
+// with backoff while the bus is away. It returns when ctx ends.
 func (h *Host) Watch(ctx context.Context, poke func()) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -36,12 +37,13 @@ func resubscribe() wait.Backoff {
 
 // keepConnected watches every client and dials again what went away.
 func (h *Host) keepConnected(ctx context.Context, poke func(), wg *sync.WaitGroup) {
-	lost := make(chan struct{}, 2)
+	lost := make(chan struct{}, 3)
 	var watchedFW *firewalld.Client
 	var watchedNM *networkmanager.Client
+	var watchedND *networkd.Client
 	b := redial()
 	for {
-		fw, nm := h.clients()
+		fw, nm, nd := h.clients()
 		started := false
 		// Subscribe before the pass that poke asks for, so that nothing between them is missed.
 		if fw != nil && fw != watchedFW {
@@ -53,6 +55,11 @@ func (h *Host) keepConnected(ctx context.Context, poke func(), wg *sync.WaitGrou
 			watchedNM, started = nm, true
 			ch, err := nm.Watch(ctx)
 			follow(ctx, h, "NetworkManager", nm, ch, err, poke, lost, wg)
+		}
+		if nd != nil && nd != watchedND {
+			watchedND, started = nd, true
+			ch, err := nd.Watch(ctx)
+			follow(ctx, h, "systemd-networkd", nd, ch, err, poke, lost, wg)
 		}
 		if started {
 			poke() // what happened before the watch began is not lost

@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
+
+	"github.com/calico-prep/calico-prep/test/fixtures"
 
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/host"
@@ -23,19 +24,6 @@ func nic(index int, name string, addrs ...string) host.Interface {
 }
 
 func down(i host.Interface) host.Interface { i.Up = false; return i }
-
-func loadSnapshot(t testing.TB, name string) host.Snapshot {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s host.Snapshot
-	if err := json.Unmarshal(b, &s); err != nil {
-		t.Fatalf("parse %s: %v", name, err)
-	}
-	return s
-}
 
 func mustMethod(t testing.TB, s string) Method {
 	t.Helper()
@@ -60,7 +48,7 @@ var (
 )
 
 func TestDetect(t *testing.T) {
-	seed := loadSnapshot(t, "seed-host.json").Interfaces
+	seed := fixtures.SeedHost(t).Interfaces
 	tests := []struct {
 		name    string
 		method  string
@@ -379,7 +367,7 @@ func TestResultJSON(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	seed := loadSnapshot(t, "seed-host.json")
+	seed := fixtures.SeedHost(t)
 	snap := func(s host.Snapshot, err error) func(context.Context) (host.Snapshot, error) {
 		return func(context.Context) (host.Snapshot, error) { return s, err }
 	}

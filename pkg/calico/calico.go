@@ -13,6 +13,8 @@ import (
 const (
 	// WorkloadPrefix begins every workload veth's host side: "cali" and 11 hex digits.
 	WorkloadPrefix = "cali"
+	// WorkloadKind is the workload interface's link type as netlink names it.
+	WorkloadKind = "veth"
 	// IPIPDevice is the IP-in-IP tunnel.
 	IPIPDevice = "tunl0"
 	// VXLANDevice and VXLANv6Device are the VXLAN tunnels for IPv4 and IPv6.

@@ -60,6 +60,10 @@ func TestOpenings(t *testing.T) {
 		{Features{Encapsulation: EncapVXLAN}, "4789/udp"},
 		{Features{Encapsulation: EncapNone, Typha: true, WireGuard: true}, "5473/tcp 51820/udp"},
 		{Features{BGP: true, Encapsulation: EncapNone, WireGuard: true, IPv6: true}, "179/tcp 51820/udp 51821/udp"},
+		{Features{Encapsulation: EncapNone, WireGuardv6: true}, "51821/udp"},
+		{Features{BGP: true, Encapsulation: EncapIPIP, OtherEncapsulations: []Encapsulation{EncapVXLAN}, Typha: true, WireGuard: true,
+			Ports: Ports{BGP: 1179, VXLAN: 8472, Typha: 5474, WireGuard: 51830}}, "1179/tcp ipencap 8472/udp 5474/tcp 51830/udp"},
+		{Features{Encapsulation: EncapVXLAN, FelixMetricsPort: 9091, TyphaMetricsPort: 9093}, "4789/udp 9091/tcp 9093/tcp"},
 	} {
 		if got := str(Openings(tt.f)); got != tt.want {
 			t.Errorf("Openings(%+v) = %s, want %s", tt.f, got, tt.want)

@@ -17,3 +17,23 @@ const (
 	EnvWireGuardEnabled  = "FELIX_WIREGUARDENABLED"
 	EnvIPv6Support       = "FELIX_IPV6SUPPORT"
 )
+
+// Felix reads its configuration parameters from FELIX_<NAME> environment variables, which win
+// over its FelixConfiguration resources
+// (https://docs.tigera.io/calico/latest/reference/felix/configuration).
+const (
+	EnvVXLANPort          = "FELIX_VXLANPORT"
+	EnvWireGuardPort      = "FELIX_WIREGUARDLISTENINGPORT"
+	EnvWireGuardPortV6    = "FELIX_WIREGUARDLISTENINGPORTV6"
+	EnvWireGuardEnabledV6 = "FELIX_WIREGUARDENABLEDV6"
+)
+
+// Annotations calico-node writes on its Kubernetes Node: the addresses it chose and its tunnel
+// addresses (libcalico-go's k8s backend, node conversion).
+const (
+	AnnotationIPv4Address       = "projectcalico.org/IPv4Address"
+	AnnotationIPv6Address       = "projectcalico.org/IPv6Address"
+	AnnotationIPIPTunnelAddr    = "projectcalico.org/IPv4IPIPTunnelAddr"
+	AnnotationVXLANTunnelAddr   = "projectcalico.org/IPv4VXLANTunnelAddr"
+	AnnotationVXLANv6TunnelAddr = "projectcalico.org/IPv6VXLANTunnelAddr"
+)

@@ -1,5 +1,7 @@
 package calico
 
+import "slices"
+
 // Encapsulation is how Calico carries pod traffic between nodes.
 type Encapsulation string
 
@@ -25,16 +27,49 @@ const (
 	TyphaPort       = 5473
 	WireGuardPort   = 51820 // Felix's wireguardListeningPort
 	WireGuardv6Port = 51821 // Felix's wireguardListeningPortV6
+	// FelixMetricsPort is Felix's prometheusMetricsPort, served when prometheusMetricsEnabled.
+	FelixMetricsPort = 9091
+	// TyphaMetricsPort is Typha's default Prometheus port (TYPHA_PROMETHEUSMETRICSPORT).
+	TyphaMetricsPort = 9093
 )
+
+// Ports are the ports Calico's nodes listen on; a zero field means Calico's default.
+type Ports struct {
+	BGP, VXLAN, Typha, WireGuard, WireGuardv6 uint16
+}
+
+// OrDefaults returns p with every zero field set to Calico's default.
+func (p Ports) OrDefaults() Ports {
+	or := func(v, d uint16) uint16 {
+		if v == 0 {
+			return d
+		}
+		return v
+	}
+	return Ports{
+		BGP: or(p.BGP, BGPPort), VXLAN: or(p.VXLAN, VXLANPort), Typha: or(p.Typha, TyphaPort),
+		WireGuard: or(p.WireGuard, WireGuardPort), WireGuardv6: or(p.WireGuardv6, WireGuardv6Port),
+	}
+}
 
 // Features are the networking choices that decide what must be open between nodes.
 type Features struct {
 	BGP           bool
 	Encapsulation Encapsulation
-	Typha         bool
-	WireGuard     bool
-	// IPv6 is true when Calico has an IPv6 pool (WireGuard then listens on its IPv6 port too).
+	// OtherEncapsulations are used by some IP pools besides Encapsulation (pools may differ,
+	// e.g. while migrating from IP-in-IP to VXLAN).
+	OtherEncapsulations []Encapsulation
+	Typha               bool
+	WireGuard           bool
+	// IPv6 is true when Calico has an IPv6 pool: with WireGuard (calico-node's environment
+	// has one switch for both families), WireGuard then listens on its IPv6 port too.
 	IPv6 bool
+	// WireGuardv6 is WireGuard over IPv6 on its own (Felix's wireguardEnabledV6).
+	WireGuardv6 bool
+	// Ports override Calico's default ports.
+	Ports Ports
+	// FelixMetricsPort and TyphaMetricsPort are opened for Prometheus when not zero.
+	FelixMetricsPort, TyphaMetricsPort uint16
 }
 
 // Opening is one port, or one whole IP protocol, that Calico's nodes exchange traffic on.
@@ -49,24 +84,32 @@ type Opening struct {
 
 // Openings returns what features need open between nodes, in a stable order.
 func Openings(f Features) []Opening {
+	p := f.Ports.OrDefaults()
 	var out []Opening
 	if f.BGP {
-		out = append(out, Opening{Port: BGPPort, Protocol: "tcp", For: "BGP"})
+		out = append(out, Opening{Port: p.BGP, Protocol: "tcp", For: "BGP"})
 	}
-	switch f.Encapsulation {
-	case EncapIPIP:
+	encaps := append([]Encapsulation{f.Encapsulation}, f.OtherEncapsulations...)
+	if slices.Contains(encaps, EncapIPIP) {
 		out = append(out, Opening{IPProtocol: IPIPProtocol, For: "IPIP encapsulation"})
-	case EncapVXLAN:
-		out = append(out, Opening{Port: VXLANPort, Protocol: "udp", For: "VXLAN encapsulation"})
+	}
+	if slices.Contains(encaps, EncapVXLAN) {
+		out = append(out, Opening{Port: p.VXLAN, Protocol: "udp", For: "VXLAN encapsulation"})
 	}
 	if f.Typha {
-		out = append(out, Opening{Port: TyphaPort, Protocol: "tcp", For: "Typha"})
+		out = append(out, Opening{Port: p.Typha, Protocol: "tcp", For: "Typha"})
 	}
 	if f.WireGuard {
-		out = append(out, Opening{Port: WireGuardPort, Protocol: "udp", For: "WireGuard"})
-		if f.IPv6 {
-			out = append(out, Opening{Port: WireGuardv6Port, Protocol: "udp", For: "WireGuard over IPv6"})
-		}
+		out = append(out, Opening{Port: p.WireGuard, Protocol: "udp", For: "WireGuard"})
+	}
+	if f.WireGuardv6 || f.WireGuard && f.IPv6 {
+		out = append(out, Opening{Port: p.WireGuardv6, Protocol: "udp", For: "WireGuard over IPv6"})
+	}
+	if f.FelixMetricsPort != 0 {
+		out = append(out, Opening{Port: f.FelixMetricsPort, Protocol: "tcp", For: "Felix metrics"})
+	}
+	if f.TyphaMetricsPort != 0 {
+		out = append(out, Opening{Port: f.TyphaMetricsPort, Protocol: "tcp", For: "Typha metrics"})
 	}
 	return out
 }

@@ -15,4 +15,7 @@ const (
 	// FactUnmanagedPrefix followed by a device name is "true" when NetworkManager leaves that
 	// Calico device unmanaged.
 	FactUnmanagedPrefix = "unmanaged/"
+	// FactNetworkdUnmanagedPrefix followed by a link name is "true" when systemd-networkd leaves
+	// that Calico link unmanaged.
+	FactNetworkdUnmanagedPrefix = "networkd-unmanaged/"
 )

@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
-	"os"
 	"reflect"
 	"testing"
+
+	"github.com/calico-prep/calico-prep/test/fixtures"
 
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/host"
@@ -29,19 +30,6 @@ func route(dst, dev, typ, proto string) host.Route {
 	return host.Route{Dst: netip.MustParsePrefix(dst), Dev: dev, Type: typ, Protocol: proto}
 }
 
-func loadSnapshot(t testing.TB, name string) host.Snapshot {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s host.Snapshot
-	if err := json.Unmarshal(b, &s); err != nil {
-		t.Fatalf("parse %s: %v", name, err)
-	}
-	return s
-}
-
 func strs(cs []Collision) []string {
 	out := []string{}
 	for _, c := range cs {
@@ -51,7 +39,7 @@ func strs(cs []Collision) []string {
 }
 
 func TestCollisions(t *testing.T) {
-	seed := loadSnapshot(t, "seed-host.json")
+	seed := fixtures.SeedHost(t)
 	uplink := nic(2, "eth0", "10.1.2.3/16", "fe80::1/64", "2001:db8:1::5/64")
 	tests := []struct {
 		name string
@@ -223,7 +211,7 @@ func TestCollisions(t *testing.T) {
 }
 
 func TestCollisionJSON(t *testing.T) {
-	cs := Collisions(Input{Pools: pfx("192.168.0.0/16")}, loadSnapshot(t, "seed-host.json"))
+	cs := Collisions(Input{Pools: pfx("192.168.0.0/16")}, fixtures.SeedHost(t))
 	b, err := json.Marshal(cs[0])
 	if err != nil {
 		t.Fatal(err)
@@ -235,7 +223,7 @@ func TestCollisionJSON(t *testing.T) {
 }
 
 func TestChecks(t *testing.T) {
-	seed := loadSnapshot(t, "seed-host.json")
+	seed := fixtures.SeedHost(t)
 	snap := func(context.Context) (host.Snapshot, error) { return seed, nil }
 	tests := []struct {
 		name string

@@ -41,9 +41,28 @@ type Config struct {
 	NodeInternalIPs        []netip.Addr // stand-in for the Node's InternalIP without a cluster
 
 	Encapsulation calico.Encapsulation
-	BGP           bool
-	Typha         bool
-	WireGuard     bool
+	// OtherEncapsulations are used by some of Calico's IP pools besides Encapsulation; only
+	// Calico's resources set them.
+	OtherEncapsulations []calico.Encapsulation
+	BGP                 bool
+	Typha               bool
+	WireGuard           bool
+	// WireGuardv6 is WireGuard over IPv6: --wireguard with an IPv6 pool, or Felix's
+	// wireguardEnabledV6.
+	WireGuardv6 bool
+	// Ports are Calico's ports: BGP, VXLAN and WireGuard from flags, Typha's from its Service.
+	Ports calico.Ports
+	// Pools are every IP pool when Calico's IP pools are known; nil means PodCIDR and PodCIDRv6.
+	Pools []netip.Prefix
+	// FelixMetricsPort and TyphaMetricsPort are Calico's metrics ports when they serve
+	// metrics, from Calico's resources; 0 otherwise.
+	FelixMetricsPort, TyphaMetricsPort uint16
+
+	// CalicoConfig is auto (follow Calico's resources where no setting was given) or off.
+	CalicoConfig Mode
+	// Given names, for each option set on the command line or by an environment variable,
+	// where its value came from ("--vxlan-port", "FELIX_VXLANPORT"), keyed by flag name.
+	Given map[string]string
 
 	HostRoot      string
 	StateDir      string
@@ -54,15 +73,24 @@ type Config struct {
 	FirewalldZone       string
 	FirewalldExtraPorts []Port
 	FirewalldForwarding bool
+	// FirewalldOpenMetrics opens the agent's metrics port and Calico's, where they serve metrics.
+	FirewalldOpenMetrics bool
 
 	NetworkManager               Mode
 	NetworkManagerConfDir        string
 	NetworkManagerExtraUnmanaged []string
-	Kubeconfig                   string
-	MetricsBindAddress           string
-	ResyncInterval               time.Duration
-	DryRun                       bool
-	Once                         bool
+
+	Networkd        Mode
+	NetworkdConfDir string
+	// NetworkdKeepForeignRoutes writes the networkd.conf drop-in that stops networkd removing
+	// routes it did not create (--networkd-foreign-routes=keep).
+	NetworkdKeepForeignRoutes bool
+
+	Kubeconfig         string
+	MetricsBindAddress string
+	ResyncInterval     time.Duration
+	DryRun             bool
+	Once               bool
 }
 
 // DefaultMetricsBindAddress is where /metrics, /healthz and /readyz listen by default.
@@ -109,13 +137,21 @@ func options() []option {
 			set: func(c *Config, f, v string) (err error) { c.Typha, err = parseBoolOrPresence(f, v); return }},
 		{flag: "wireguard", env: calico.EnvWireGuardEnabled, def: "false", isBool: true, usage: "Calico encrypts with WireGuard (UDP 51820, 51821 with IPv6)",
 			set: func(c *Config, f, v string) (err error) { c.WireGuard, err = ParseBool(f, v); return }},
+		{flag: "bgp-port", def: "179", usage: "Calico's BGP port (BGPConfiguration listenPort)",
+			set: func(c *Config, f, v string) (err error) { c.Ports.BGP, err = parsePortFlag(f, v); return }},
+		{flag: "vxlan-port", env: calico.EnvVXLANPort, def: "4789", usage: "Calico's VXLAN port (Felix's vxlanPort)",
+			set: func(c *Config, f, v string) (err error) { c.Ports.VXLAN, err = parsePortFlag(f, v); return }},
+		{flag: "wireguard-port", env: calico.EnvWireGuardPort, def: "51820", usage: "Calico's WireGuard port (Felix's wireguardListeningPort)",
+			set: func(c *Config, f, v string) (err error) { c.Ports.WireGuard, err = parsePortFlag(f, v); return }},
+		{flag: "wireguard-port-v6", env: calico.EnvWireGuardPortV6, def: "51821", usage: "Calico's WireGuard port over IPv6 (Felix's wireguardListeningPortV6)",
+			set: func(c *Config, f, v string) (err error) { c.Ports.WireGuardv6, err = parsePortFlag(f, v); return }},
 		{flag: "host-root", def: "/", usage: "where the host's /proc, /sys, /lib/modules, /boot and /var/lib/calico are read",
 			set: func(c *Config, f, v string) (err error) { c.HostRoot, err = ParseDir(f, v); return }},
 		{flag: "state-dir", def: "/var/lib/calico-prep", usage: "where the agent records what it added",
 			set: func(c *Config, f, v string) (err error) { c.StateDir, err = parseAbsPath(f, v); return }},
 		{flag: "node-name", env: "NODE_NAME", usage: "this node's name (default: the host name)",
 			set: func(c *Config, f, v string) (err error) { c.NodeName, err = parseNodeName(f, v); return }},
-		{flag: "disable-checks", usage: "comma-separated areas (kernel, cidr, autodetect, links, firewalld, networkmanager) or check names to turn off",
+		{flag: "disable-checks", usage: "comma-separated areas (kernel, cidr, autodetect, links, firewalld, networkmanager, networkd) or check names to turn off",
 			set: func(c *Config, f, v string) (err error) { c.DisableChecks, err = check.ParseSelector(f, v); return }},
 		{flag: "firewalld", def: "auto", usage: "auto, on or off: manage firewalld when present, require it, or leave it alone",
 			set: func(c *Config, f, v string) (err error) { c.Firewalld, err = ParseMode(f, v); return }},
@@ -125,6 +161,8 @@ func options() []option {
 			set: func(c *Config, f, v string) (err error) { c.FirewalldExtraPorts, err = ParsePorts(f, v); return }},
 		{flag: "firewalld-forwarding", def: "true", isBool: true, usage: "let pod traffic forward through firewalld (own zone and policy)",
 			set: func(c *Config, f, v string) (err error) { c.FirewalldForwarding, err = ParseBool(f, v); return }},
+		{flag: "firewalld-open-metrics", def: "true", isBool: true, usage: "open the agent's metrics port, and Felix's and Typha's when they serve metrics, for Prometheus on other nodes",
+			set: func(c *Config, f, v string) (err error) { c.FirewalldOpenMetrics, err = ParseBool(f, v); return }},
 		{flag: "networkmanager", def: "auto", usage: "auto, on or off: keep Calico's interfaces unmanaged by NetworkManager",
 			set: func(c *Config, f, v string) (err error) { c.NetworkManager, err = ParseMode(f, v); return }},
 		{flag: "networkmanager-conf-dir", def: "/etc/NetworkManager/conf.d", usage: "where the unmanaged-devices drop-in is written",
@@ -134,8 +172,23 @@ func options() []option {
 				c.NetworkManagerExtraUnmanaged, err = ParseInterfaceGlobs(f, v)
 				return
 			}},
+		{flag: "networkd", def: "auto", usage: "auto, on or off: keep Calico's interfaces unmanaged by systemd-networkd",
+			set: func(c *Config, f, v string) (err error) { c.Networkd, err = ParseMode(f, v); return }},
+		{flag: "networkd-conf-dir", def: "/etc/systemd/network", usage: "where the .network file is written; networkd.conf and networkd.conf.d are read and written next to it",
+			set: func(c *Config, f, v string) (err error) { c.NetworkdConfDir, err = parseAbsPath(f, v); return }},
+		{flag: "networkd-foreign-routes", def: "keep", usage: "keep: make systemd-networkd keep routes and rules it did not create (Calico's), via a networkd.conf drop-in; off: leave networkd.conf alone",
+			set: func(c *Config, f, v string) error {
+				switch v {
+				case "keep", "off":
+					c.NetworkdKeepForeignRoutes = v == "keep"
+					return nil
+				}
+				return fmt.Errorf("%s: unknown value %q: want keep or off", f, v)
+			}},
 		{flag: "kubeconfig", daemon: true, env: "KUBECONFIG", usage: "kubeconfig for Node reporting (default: in-cluster, else standalone)",
 			set: func(c *Config, f, v string) error { c.Kubeconfig = v; return nil }},
+		{flag: "calico-config", daemon: true, def: "auto", usage: "auto: settings not given here follow Calico's resources (FelixConfiguration, BGPConfiguration, IPPools, Installation) live; off: flags and environment only",
+			set: func(c *Config, f, v string) (err error) { c.CalicoConfig, err = parseAutoOff(f, v); return }},
 		{flag: "metrics-bind-address", daemon: true, def: DefaultMetricsBindAddress, usage: "address of /metrics, /healthz and /readyz; empty turns the server off",
 			set: func(c *Config, f, v string) (err error) { c.MetricsBindAddress, err = parseBindAddress(f, v); return }},
 		{flag: "resync-interval", daemon: true, def: "10m", usage: "slow full resync besides events (at least 10s)",
@@ -193,11 +246,15 @@ func bind(fs *flag.FlagSet, opts []option) func(getenv func(string) string) (Con
 	return func(getenv func(string) string) (Config, error) {
 		given := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-		var c Config
+		c := Config{Given: map[string]string{}, CalicoConfig: ModeOff}
 		for i, o := range opts {
 			field, v := "--"+o.flag, vals[i].s
+			if given[o.flag] {
+				c.Given[o.flag] = field
+			}
 			if !given[o.flag] && o.env != "" && getenv(o.env) != "" {
 				field, v = o.env, strings.TrimSpace(getenv(o.env))
+				c.Given[o.flag] = field
 			}
 			if o.flag == "encapsulation" && !given[o.flag] {
 				e, ok, err := EncapsulationFromEnv(getenv)
@@ -206,6 +263,7 @@ func bind(fs *flag.FlagSet, opts []option) func(getenv func(string) string) (Con
 				}
 				if ok {
 					c.Encapsulation = e
+					c.Given[o.flag] = calico.EnvIPv4PoolIPIP + "/" + calico.EnvIPv4PoolVXLAN
 					continue
 				}
 			}
@@ -213,6 +271,7 @@ func bind(fs *flag.FlagSet, opts []option) func(getenv func(string) string) (Con
 				return Config{}, err
 			}
 		}
+		c.WireGuardv6 = c.WireGuard && c.PodCIDRv6.IsValid()
 		if c.NodeName == "" {
 			h, err := os.Hostname()
 			if err != nil {

@@ -153,6 +153,24 @@ func parseBoolOrPresence(field, s string) (bool, error) {
 	return ParseBool(field, s)
 }
 
+// parsePortFlag parses a port number, 1-65535.
+func parsePortFlag(field, s string) (uint16, error) {
+	n, err := parsePortNumber(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("%s: invalid port %q: want 1-65535", field, s)
+	}
+	return n, nil
+}
+
+// parseAutoOff parses auto or off.
+func parseAutoOff(field, s string) (Mode, error) {
+	switch m := Mode(strings.ToLower(strings.TrimSpace(s))); m {
+	case ModeAuto, ModeOff:
+		return m, nil
+	}
+	return "", fmt.Errorf("%s: unknown mode %q: want auto or off", field, s)
+}
+
 // ParseMode parses auto, on or off.
 func ParseMode(field, s string) (Mode, error) {
 	switch m := Mode(strings.ToLower(strings.TrimSpace(s))); m {

@@ -112,6 +112,9 @@ func Checks(c *Client, opts Options) []check.Check {
 			Apply:  func(ctx context.Context) error { return m.applyRule(ctx, r) },
 		})
 	}
+	if opts.RemoveStale {
+		checks = append(checks, check.Check{Name: StaleCheckName, Verify: m.verifyStale, Apply: m.applyStale})
+	}
 	if opts.Forwarding {
 		checks = append(checks,
 			check.Check{Name: "firewalld/forwarding-zone", Verify: m.verifyZone, Apply: m.applyZone},
@@ -443,6 +446,9 @@ func (m *manager) applyRule(ctx context.Context, r Rule) (err error) {
 		// Look the zone up again: after a reload its old object path may name another zone.
 		if pz, err = m.c.ConfigZone(ctx, zone); err != nil {
 			return fmt.Errorf("look up firewalld zone %q: %w", zone, err)
+		}
+		if err := st.notePackaged(ctx, pz); err != nil {
+			return fmt.Errorf("read firewalld zone %q before changing it: %w", zone, err)
 		}
 		if r.IPProtocol != "" {
 			err = pz.AddProtocol(ctx, r.IPProtocol)

@@ -15,7 +15,7 @@ import (
 	"github.com/calico-prep/calico-prep/internal/systembus"
 )
 
-// D-Bus names of firewalld (see firewalld's server/ directory and REFERENCE §3).
+// D-Bus names of firewalld (https://firewalld.org/documentation/man-pages/firewalld.dbus.html).
 const (
 	busName         = "org.fedoraproject.FirewallD1"
 	objectPath      = dbus.ObjectPath("/org/fedoraproject/FirewallD1")

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -61,13 +62,19 @@ func run(ctx context.Context, mode check.Mode, checks []check.Check) check.Repor
 	return r.Run(ctx, checks)
 }
 
+// counters are the packet counters iptables-nft puts on every rule of the iptables backend: they
+// move with traffic, not with configuration.
+var counters = regexp.MustCompile(`counter packets [0-9]+ bytes [0-9]+`)
+
+// nft is the node's whole ruleset, as nftables holds it for either firewalld backend (Debian's
+// iptables is iptables-nft), without packet counters.
 func nft(t testing.TB, ctx context.Context, n *testbed.Node) string {
 	t.Helper()
 	out, err := n.Exec(ctx, "nft", "list", "ruleset")
 	if err != nil {
 		t.Fatalf("nft list ruleset: %v", err)
 	}
-	return string(out)
+	return counters.ReplaceAllString(string(out), "counter")
 }
 
 // chain returns the body of one chain of firewalld's table in nft's listing.
@@ -78,6 +85,97 @@ func chain(ruleset, name string) string {
 	}
 	body, _, _ := strings.Cut(rest, "\n\t}")
 	return body
+}
+
+// ruleView reads back what firewalld wrote in the form of its backend: nft's listing of its own
+// table for nftables, iptables-save's filter table for iptables.
+type ruleView struct {
+	iptables bool
+	// allow is the zone's allow chain, dispatch the forward-policy dispatch chain, all the
+	// whole listing.
+	allow, dispatch, all string
+}
+
+func readRules(t testing.TB, ctx context.Context, n *testbed.Node, zone string) ruleView {
+	t.Helper()
+	if n.FirewalldBackend != "iptables" {
+		rs := nft(t, ctx, n)
+		// The chain that dispatches to policies is named differently across versions (2.x has
+		// no filter_FORWARD_POLICIES_pre): the whole ruleset is searched for the jump.
+		return ruleView{allow: chain(rs, "filter_IN_"+zone+"_allow"), dispatch: rs, all: rs}
+	}
+	out, err := n.Exec(ctx, "iptables-save", "-t", "filter")
+	if err != nil {
+		t.Fatalf("iptables-save: %v", err)
+	}
+	v := ruleView{iptables: true, all: string(out)}
+	for _, l := range strings.Split(v.all, "\n") {
+		if strings.HasPrefix(l, "-A IN_"+zone+"_allow ") {
+			v.allow += l + "\n"
+		}
+		if strings.HasPrefix(l, "-A FORWARD_POLICIES_pre ") {
+			v.dispatch += l + "\n"
+		}
+	}
+	return v
+}
+
+// rule is one accept rule as the backend lists it: a line that holds match and ends with the
+// verdict. Between them firewalld versions differ (0.9 adds "ct state { new,
+// untracked }").
+type rule struct{ match, verdict string }
+
+func (r rule) String() string { return r.match + " … " + r.verdict }
+
+// in reports whether a line of listing is the rule.
+func (r rule) in(listing string) bool {
+	for _, l := range strings.Split(listing, "\n") {
+		l = strings.TrimSpace(l)
+		if strings.Contains(l, r.match+" ") && strings.HasSuffix(l, " "+r.verdict) {
+			return true
+		}
+	}
+	return false
+}
+
+// port is how the backend writes an accepted port or range ("30000-32767").
+func (v ruleView) port(proto, port string) rule {
+	if v.iptables {
+		return rule{fmt.Sprintf("-A IN_%s_allow -p %s -m %s --dport %s", defaultZone, proto, proto, strings.ReplaceAll(port, "-", ":")), "-j ACCEPT"}
+	}
+	return rule{fmt.Sprintf("%s dport %s", proto, port), "accept"}
+}
+
+func (v ruleView) protocol(name string) rule {
+	if v.iptables {
+		return rule{"-A IN_" + defaultZone + "_allow -p " + name, "-j ACCEPT"}
+	}
+	return rule{"meta l4proto " + name, "accept"}
+}
+
+// dispatches reports whether forwarded traffic to cali* goes to the policy.
+func (v ruleView) dispatches(policy string) bool {
+	if v.iptables {
+		return strings.Contains(v.dispatch, "-o cali+ -j FWD_"+policy)
+	}
+	for _, l := range strings.Split(v.dispatch, "\n") {
+		// One interface ("oifname "cali*" jump …") or a set of them ("oifname { "cali*", … }").
+		if strings.Contains(l, policy) && strings.Contains(l, "oifname ") && strings.Contains(l, `"cali*"`) {
+			return true
+		}
+	}
+	// firewalld 2.x: traffic to cali* goes to a chain per zone pair ("filter_FWD_public_to_
+	// calico-prep"), which jumps to the policy.
+	pair := chain(v.all, "filter_FWD_"+defaultZone+"_to_"+firewalld.ForwardingZone)
+	return strings.Contains(v.all, `oifname "cali*" jump filter_FWD_`+defaultZone+"_to_"+firewalld.ForwardingZone) &&
+		strings.Contains(pair, "jump filter_FWD_policy_"+policy)
+}
+
+func (v ruleView) source(cidr string) rule {
+	if v.iptables {
+		return rule{"-s " + cidr, "-j ACCEPT"}
+	}
+	return rule{"ip saddr " + cidr, "accept"}
 }
 
 func readFile(t testing.TB, path string) []byte {
@@ -151,19 +249,33 @@ func TestApplyReadBack(t *testing.T) {
 		}
 	}
 
-	// Read back with nft in the node's namespace.
-	rs := nft(t, ctx, n)
-	in := chain(rs, "filter_IN_"+defaultZone+"_allow")
-	for _, want := range []string{"tcp dport 179 accept", "tcp dport 5473 accept", "udp dport 51820 accept",
-		"udp dport 51821 accept", "tcp dport 30000-32767 accept", "meta l4proto ipencap accept"} {
-		if !strings.Contains(in, want) {
-			t.Errorf("chain filter_IN_%s_allow lacks %q:\n%s", defaultZone, want, in)
+	// Read back in the node's namespace, as the backend (nftables or iptables) wrote it.
+	v := readRules(t, ctx, n, defaultZone)
+	for _, want := range []rule{v.port("tcp", "179"), v.port("tcp", "5473"), v.port("udp", "51820"),
+		v.port("udp", "51821"), v.port("tcp", "30000-32767"), v.protocol("ipencap")} {
+		if !want.in(v.allow) {
+			t.Errorf("zone %s's allow chain lacks %q:\n%s", defaultZone, want, v.allow)
 		}
 	}
-	if fwd := chain(rs, "filter_FORWARD_POLICIES_pre"); !strings.Contains(fwd, firewalld.ForwardingPolicy) || !strings.Contains(fwd, `oifname "cali*"`) {
-		t.Errorf("forward policy dispatch lacks %s for cali*:\n%s", firewalld.ForwardingPolicy, fwd)
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(rs, `ip saddr 10.65.128.0/24 accept`) {
+	if n.FirewalldVersion != testbed.Debian && info.Version != n.FirewalldVersion {
+		t.Fatalf("firewalld reports version %s, the test bed was asked for %s", info.Version, n.FirewalldVersion)
+	}
+	switch {
+	case strings.HasPrefix(info.Version, "0.") && !v.iptables:
+		// firewalld 0.9's nftables backend puts the egress zone's interfaces into an nft set
+		// without turning "cali+" into "cali*", so the policy never sees traffic to workload
+		// veths (it still sees tunl0 and the other fixed names). Known gap; README says so.
+		if !strings.Contains(v.dispatch, `"cali+"`) || v.dispatches(firewalld.ForwardingPolicy) {
+			t.Errorf("firewalld %s's forward policy dispatch changed; revisit the known gap", info.Version)
+		}
+	case !v.dispatches(firewalld.ForwardingPolicy):
+		t.Errorf("no rule sends forwarded traffic to cali* through %s", firewalld.ForwardingPolicy)
+	}
+	if !v.source("10.65.128.0/24").in(v.all) {
 		t.Errorf("ruleset lacks the pod CIDR rule of %s", firewalld.PodCIDRPolicy)
 	}
 	zoneFile := string(readFile(t, filepath.Join(n.FirewalldDir, "zones", defaultZone+".xml")))
@@ -266,7 +378,7 @@ func TestTrafficBGPPort(t *testing.T) {
 	if err := connect(); err != nil {
 		t.Fatalf("TCP 179 after calico-prep: %v", err)
 	}
-	if err := firewalld.Cleanup(ctx, c, a.StateDir); err != nil {
+	if _, err := firewalld.Cleanup(ctx, c, a.StateDir); err != nil {
 		t.Fatal(err)
 	}
 	if err := connect(); err == nil {
@@ -373,7 +485,7 @@ func TestTrafficForwarding(t *testing.T) {
 	if err := podToHost(); err != nil {
 		t.Errorf("the pod to node a with forwarding applied: %v", err)
 	}
-	if err := firewalld.Cleanup(ctx, c, a.StateDir); err != nil {
+	if _, err := firewalld.Cleanup(ctx, c, a.StateDir); err != nil {
 		t.Fatal(err)
 	}
 	blocked("after cleanup")
@@ -463,7 +575,7 @@ func TestStaysApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, reports, "after restart")
-	if !strings.Contains(chain(nft(t, ctx, n), "filter_IN_"+defaultZone+"_allow"), "tcp dport 179 accept") {
+	if v := readRules(t, ctx, n, defaultZone); !v.port("tcp", "179").in(v.allow) {
 		t.Error("ruleset lacks 179/tcp after the restart")
 	}
 }
@@ -511,7 +623,7 @@ func TestOwnership(t *testing.T) {
 	// With the record gone the rules in the public zone look like the operator's, but the zone
 	// and policies carry calico-prep's mark.
 	failIfNotReady(t, run(ctx, check.Reconcile, firewalld.Checks(c, opts)))
-	if err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
+	if _, err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.ZoneSettings(ctx, firewalld.ForwardingZone); !errors.Is(err, firewalld.ErrInvalidZone) {
@@ -520,7 +632,7 @@ func TestOwnership(t *testing.T) {
 	if on, _ := c.QueryPort(ctx, defaultZone, "179", "tcp"); !on {
 		t.Error("cleanup removed 179/tcp, which after the lost record counts as the operator's")
 	}
-	if err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
+	if _, err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
 		t.Errorf("a second cleanup: %v", err)
 	}
 }
@@ -552,7 +664,7 @@ func TestOperatorRulesSurvive(t *testing.T) {
 		!bytes.Contains(applied, []byte(`<protocol value="ipencap"/>`)) {
 		t.Errorf("zone file after apply:\n%s", applied)
 	}
-	if err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
+	if _, err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
 		t.Fatal(err)
 	}
 	if after := readFile(t, zoneFile); !bytes.Equal(after, original) {
@@ -605,7 +717,7 @@ func TestOperatorFormsAndCallsPerPass(t *testing.T) {
 		t.Error("ipencap was not applied; the test needs one rule of calico-prep's own")
 	}
 	// Cleanup removes ipencap and keeps the operator's ports: they were never calico-prep's.
-	if err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
+	if _, err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []func(context.Context, string) (firewalld.ZoneSettings, error){c.ZoneSettings, permanentSettings(c)} {
@@ -833,7 +945,7 @@ func TestNotRunning(t *testing.T) {
 		t.Errorf("mode off: %d checks, want none", len(checks))
 	}
 	for _, client := range []*firewalld.Client{c, nil} {
-		if err := firewalld.Cleanup(ctx, client, n.StateDir); err != nil {
+		if _, err := firewalld.Cleanup(ctx, client, n.StateDir); err != nil {
 			t.Errorf("cleanup with nothing recorded, client %t: %v", client != nil, err)
 		}
 	}
@@ -851,7 +963,7 @@ func TestCleanupWaitsForFirewalld(t *testing.T) {
 	if err := n.StopFirewalld(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := firewalld.Cleanup(ctx, c, n.StateDir); !errors.Is(err, firewalld.ErrNotRunning) {
+	if _, err := firewalld.Cleanup(ctx, c, n.StateDir); !errors.Is(err, firewalld.ErrNotRunning) {
 		t.Errorf("cleanup without firewalld = %v, want ErrNotRunning", err)
 	}
 	if got := readFile(t, stateFile); !bytes.Equal(got, recorded) {
@@ -860,7 +972,7 @@ func TestCleanupWaitsForFirewalld(t *testing.T) {
 	if err := n.StartFirewalld(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
+	if _, err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
 		t.Fatal(err)
 	}
 	if on, err := c.QueryPort(ctx, defaultZone, "179", "tcp"); err != nil || on {

@@ -51,6 +51,10 @@ type Options struct {
 	Forwarding bool
 	// PodCIDRs feed PodCIDRPolicy; none means no such policy.
 	PodCIDRs []netip.Prefix
+	// RemoveStale closes the rules calico-prep added that Rules no longer hold (check
+	// firewalld/stale-rules). Only with a complete configuration: one built while Calico's
+	// resources cannot be read would close what Calico still needs.
+	RemoveStale bool
 	// StateDir holds the record of what calico-prep added (firewalld.json).
 	StateDir string
 	// Log receives one line per change; nil discards.

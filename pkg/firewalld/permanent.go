@@ -2,6 +2,7 @@ package firewalld
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -103,6 +104,74 @@ func (z *ConfigZone) QueryProtocol(ctx context.Context, proto string) (bool, err
 // RemoveProtocol stops accepting an IP protocol permanently.
 func (z *ConfigZone) RemoveProtocol(ctx context.Context, proto string) error {
 	return z.c.call(ctx, z.path, ifaceConfigZone, "removeProtocol", []any{proto})
+}
+
+// ZoneOrigin is where a permanent zone's settings come from, by firewalld's "builtin" and
+// "default" properties of the zone.
+type ZoneOrigin int
+
+const (
+	// ZonePackaged is a zone as packaged (builtin): read from /usr/lib/firewalld/zones, with no
+	// copy in /etc/firewalld.
+	ZonePackaged ZoneOrigin = iota
+	// ZoneChanged is a packaged zone shadowed by a copy in /etc/firewalld (neither builtin nor
+	// default), which the first permanent change to the zone wrote. LoadDefaults removes it.
+	ZoneChanged
+	// ZoneCustom is a zone that exists only in /etc/firewalld (default, not builtin).
+	ZoneCustom
+)
+
+func (o ZoneOrigin) String() string {
+	switch o {
+	case ZonePackaged:
+		return "packaged"
+	case ZoneChanged:
+		return "changed"
+	case ZoneCustom:
+		return "custom"
+	}
+	return fmt.Sprintf("ZoneOrigin(%d)", int(o))
+}
+
+// Origin says whether the zone is its packaged version, a changed copy of it, or a zone of the
+// node's own.
+func (z *ConfigZone) Origin(ctx context.Context) (ZoneOrigin, error) {
+	var props map[string]dbus.Variant
+	if err := z.c.call(ctx, z.path, ifaceProperties, "GetAll", []any{ifaceConfigZone}, &props); err != nil {
+		return 0, err
+	}
+	d := decoder{m: props}
+	builtin, packaged := d.boolean("builtin"), d.boolean("default")
+	switch {
+	case d.err != nil:
+		return 0, fmt.Errorf("decode properties of firewalld zone %q: %w", z.Name, d.err)
+	case builtin:
+		return ZonePackaged, nil
+	case packaged:
+		return ZoneCustom, nil
+	}
+	return ZoneChanged, nil
+}
+
+// LoadDefaults makes a changed packaged zone its packaged version again, in the permanent
+// configuration: firewalld moves the zone's copy in /etc/firewalld to <zone>.xml.old, its backup.
+func (z *ConfigZone) LoadDefaults(ctx context.Context) error {
+	return z.c.call(ctx, z.path, ifaceConfigZone, "loadDefaults", nil)
+}
+
+// settingsText returns every permanent setting of the zone, as firewalld reports them
+// (getSettings2), in D-Bus's text form: two readings are equal when the settings are, whatever
+// settings a firewalld version has.
+func (z *ConfigZone) settingsText(ctx context.Context) (map[string]string, error) {
+	var m map[string]dbus.Variant
+	if err := z.c.call(ctx, z.path, ifaceConfigZone, "getSettings2", nil, &m); err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v.String()
+	}
+	return out, nil
 }
 
 // ConfigPolicy is one permanent policy.

@@ -129,6 +129,15 @@ type RuleInput struct {
 	// IPv6 is true when Calico has an IPv6 pool (WireGuard then needs 51821/udp as well).
 	IPv6          bool
 	Encapsulation calico.Encapsulation
+	// OtherEncapsulations are used by some of Calico's IP pools besides Encapsulation.
+	OtherEncapsulations []calico.Encapsulation
+	// WireGuardv6 is WireGuard over IPv6 on its own (Felix's wireguardEnabledV6).
+	WireGuardv6 bool
+	// Ports override Calico's default ports.
+	Ports calico.Ports
+	// FelixMetricsPort, TyphaMetricsPort and AgentMetricsPort are opened for Prometheus when
+	// not zero.
+	FelixMetricsPort, TyphaMetricsPort, AgentMetricsPort uint16
 	// Extra are the operator's additional ports (--firewalld-extra-ports).
 	Extra []config.Port
 }
@@ -145,13 +154,18 @@ func Rules(in RuleInput) []Rule {
 		rules = append(rules, r)
 	}
 	for _, o := range calico.Openings(calico.Features{
-		BGP: in.BGP, Encapsulation: in.Encapsulation, Typha: in.Typha, WireGuard: in.WireGuard, IPv6: in.IPv6,
+		BGP: in.BGP, Encapsulation: in.Encapsulation, OtherEncapsulations: in.OtherEncapsulations,
+		Typha: in.Typha, WireGuard: in.WireGuard, IPv6: in.IPv6, WireGuardv6: in.WireGuardv6, Ports: in.Ports,
+		FelixMetricsPort: in.FelixMetricsPort, TyphaMetricsPort: in.TyphaMetricsPort,
 	}) {
 		if o.IPProtocol != "" {
 			add(Rule{IPProtocol: o.IPProtocol, Why: o.For})
 			continue
 		}
 		add(Rule{Port: config.Port{From: o.Port, To: o.Port, Protocol: o.Protocol}, Why: o.For})
+	}
+	if in.AgentMetricsPort != 0 {
+		add(Rule{Port: config.Port{From: in.AgentMetricsPort, To: in.AgentMetricsPort, Protocol: "tcp"}, Why: "calico-prep metrics"})
 	}
 	for _, p := range in.Extra {
 		add(Rule{Port: p, Why: "--firewalld-extra-ports"})

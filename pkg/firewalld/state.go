@@ -1,6 +1,7 @@
 package firewalld
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,38 @@ type state struct {
 	Rules    []ownedRule `json:"rules,omitempty"`
 	Zones    []string    `json:"zones,omitempty"`
 	Policies []string    `json:"policies,omitempty"`
+	// Packaged are the zones that were their packaged version when calico-prep first changed
+	// them permanently, with their settings then: the change made firewalld copy the zone into
+	// /etc/firewalld, and cleanup lets the packaged version apply again if, once calico-prep's
+	// rules are gone, the settings are these again.
+	Packaged []packagedZone `json:"packagedZones,omitempty"`
+}
+
+// packagedZone is a packaged zone as it was before calico-prep's first permanent change to it.
+type packagedZone struct {
+	Zone string `json:"zone"`
+	// Settings are the zone's permanent settings in D-Bus's text form, by name.
+	Settings map[string]string `json:"settings"`
+}
+
+// notePackaged records the zone pz, before calico-prep's permanent change to it, if it is its
+// packaged version and not recorded yet. The caller saves the state with the change.
+func (s *state) notePackaged(ctx context.Context, pz *ConfigZone) error {
+	for _, p := range s.Packaged {
+		if p.Zone == pz.Name {
+			return nil
+		}
+	}
+	origin, err := pz.Origin(ctx)
+	if err != nil || origin != ZonePackaged {
+		return err
+	}
+	settings, err := pz.settingsText(ctx)
+	if err != nil {
+		return err
+	}
+	s.Packaged = append(s.Packaged, packagedZone{Zone: pz.Name, Settings: settings})
+	return nil
 }
 
 // ownedRule is one rule in one zone, with the layers calico-prep added it to.
@@ -72,7 +105,7 @@ func (s *state) setRule(o ownedRule) {
 }
 
 func (s *state) empty() bool {
-	return len(s.Rules) == 0 && len(s.Zones) == 0 && len(s.Policies) == 0
+	return len(s.Rules) == 0 && len(s.Zones) == 0 && len(s.Policies) == 0 && len(s.Packaged) == 0
 }
 
 func loadState(dir string) (state, error) {

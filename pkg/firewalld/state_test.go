@@ -57,6 +57,15 @@ func TestStateRoundTrip(t *testing.T) {
 		got.setRule(r)
 	}
 	got.Zones = nil
+	// A packaged zone to restore is still something to clean up.
+	got.Packaged = []packagedZone{{Zone: "public", Settings: map[string]string{"short": `"Public"`}}}
+	if err := got.save(dir); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := loadState(dir); err != nil || !reflect.DeepEqual(again.Packaged, got.Packaged) {
+		t.Errorf("state with only a packaged zone loaded as %+v, %v; want packaged zones %+v", again, err, got.Packaged)
+	}
+	got.Packaged = nil
 	if err := got.save(dir); err != nil {
 		t.Fatal(err)
 	}

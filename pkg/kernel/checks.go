@@ -26,7 +26,9 @@ type moduleNeed struct {
 	use      string // what Calico needs it for, or, when optional, when it is needed
 }
 
-// moduleNeeds lists the modules of REFERENCE §1 (Calico docs, calicoctl node checksystem) for req.
+// moduleNeeds lists the modules Calico relies on for req: those of Calico's system requirements
+// (https://docs.tigera.io/calico/latest/getting-started/kubernetes/requirements) and of
+// calicoctl node checksystem.
 // Names are the files the kernel builds: the IPv4 rpfilter match and REJECT target are
 // ipt_rpfilter.ko and ipt_REJECT.ko (net/ipv4/netfilter/Makefile); xt_rpfilter and xt_REJECT are
 // only names other lists use, kept as alternatives.

@@ -38,7 +38,7 @@ type Metrics struct {
 	last *check.Report
 	when time.Time
 
-	ready, checkStatus, fwRule, nmDevice, linkUp, lastReconcile *prometheus.Desc
+	ready, checkStatus, fwRule, nmDevice, networkdLink, linkUp, lastReconcile *prometheus.Desc
 }
 
 // New registers every collector on a fresh registry.
@@ -70,6 +70,8 @@ func New(version string) *Metrics {
 			"1 when a firewalld rule Calico needs is present in the zone, by configuration (runtime or permanent).", []string{"zone", "rule", "config"}, nil),
 		nmDevice: prometheus.NewDesc(namespace+"_networkmanager_device_unmanaged",
 			"1 when NetworkManager leaves a Calico device unmanaged; workload veths are aggregated as cali*.", []string{"device"}, nil),
+		networkdLink: prometheus.NewDesc(namespace+"_networkd_link_unmanaged",
+			"1 when systemd-networkd leaves a Calico link unmanaged; workload veths are aggregated as cali*.", []string{"link"}, nil),
 		linkUp: prometheus.NewDesc(namespace+"_link_up",
 			"1 when a Calico link exists and is up; workload veths are aggregated as cali*.", []string{"link"}, nil),
 		lastReconcile: prometheus.NewDesc(namespace+"_last_reconcile_timestamp_seconds",
@@ -127,7 +129,7 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
 type reportCollector struct{ m *Metrics }
 
 func (c reportCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.m.ready, c.m.checkStatus, c.m.fwRule, c.m.nmDevice, c.m.linkUp, c.m.lastReconcile} {
+	for _, d := range []*prometheus.Desc{c.m.ready, c.m.checkStatus, c.m.fwRule, c.m.nmDevice, c.m.networkdLink, c.m.linkUp, c.m.lastReconcile} {
 		ch <- d
 	}
 }
@@ -144,6 +146,7 @@ func (c reportCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.lastReconcile, prometheus.GaugeValue, float64(when.UnixNano())/1e9)
 
 	devices := map[string]bool{}
+	networkdLinks := map[string]bool{}
 	linksUp := map[string]bool{}
 	for _, e := range rep.Entries {
 		for _, s := range statuses {
@@ -158,6 +161,9 @@ func (c reportCollector) Collect(ch chan<- prometheus.Metric) {
 			if dev, ok := strings.CutPrefix(k, check.FactUnmanagedPrefix); ok {
 				and(devices, aggregate(dev), v == "true")
 			}
+			if link, ok := strings.CutPrefix(k, check.FactNetworkdUnmanagedPrefix); ok {
+				and(networkdLinks, aggregate(link), v == "true")
+			}
 		}
 		if link := e.Facts[check.FactLink]; link != "" {
 			and(linksUp, aggregate(link), e.Facts[check.FactUp] == "true")
@@ -165,6 +171,9 @@ func (c reportCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for dev, ok := range devices {
 		ch <- prometheus.MustNewConstMetric(m.nmDevice, prometheus.GaugeValue, boolValue(ok), dev)
+	}
+	for link, ok := range networkdLinks {
+		ch <- prometheus.MustNewConstMetric(m.networkdLink, prometheus.GaugeValue, boolValue(ok), link)
 	}
 	for link, ok := range linksUp {
 		ch <- prometheus.MustNewConstMetric(m.linkUp, prometheus.GaugeValue, boolValue(ok), link)

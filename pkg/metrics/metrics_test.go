@@ -32,6 +32,8 @@ func sampleReport() check.Report {
 			fw("firewalld/port-179-tcp", "179/tcp", true, true, check.Pass),
 			fw("firewalld/protocol-ipencap", "ipencap", true, false, check.Fail),
 			{Name: "networkmanager/unmanaged", Result: nm, Applied: true},
+			{Name: "networkd/unmanaged", Result: check.Failed("LinkManaged", "m").With(check.FactNetworkdUnmanagedPrefix+"vxlan.calico", "true").
+				With(check.FactNetworkdUnmanagedPrefix+"cali1234567890a", "false")},
 			{Name: "links/tunl0", Result: check.Passed("up").With(check.FactLink, "tunl0").With(check.FactUp, "true")},
 			{Name: "kernel/module/ipip", Result: check.Result{Status: check.Disabled}},
 			{Name: "cidr/ipv4-pool", Result: check.Failed("PodCIDROverlap", "overlap"), ApplyError: ""},

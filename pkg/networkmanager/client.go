@@ -318,7 +318,7 @@ func (d Device) SetManaged(ctx context.Context, managed bool) error {
 		if managed {
 			m = 1
 		}
-		err := d.c.call(ctx, d.path, deviceIface+".SetManaged", m, uint32(0)).Err
+		err := d.c.call(ctx, d.path, deviceIface+".SetManaged", m, managedFlagsRuntime).Err
 		var de dbus.Error
 		if err == nil || !errors.As(err, &de) || de.Name != "org.freedesktop.DBus.Error.UnknownMethod" {
 			if err != nil {
@@ -333,6 +333,11 @@ func (d Device) SetManaged(ctx context.Context, managed bool) error {
 	}
 	return nil
 }
+
+// managedFlagsRuntime is NM_DEVICE_MANAGED_FLAGS_RUNTIME: SetManaged changes the runtime state
+// only, as setting the Managed property does. NetworkManager refuses flags that select neither
+// runtime nor permanent.
+const managedFlagsRuntime uint32 = 0x1
 
 // hasSetManaged reports whether the daemon is 1.58 or later. A version it cannot read counts
 // as older: the Managed property still works there.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/calico-prep/calico-prep/test/testkit"
+
 	"github.com/calico-prep/calico-prep/pkg/calico"
 
 	"golang.org/x/sys/unix"
@@ -46,6 +48,7 @@ func TestValidateConfDir(t *testing.T) {
 // shows "not writable" honestly. The thread ends with fn; the host's mounts never change.
 func inReadOnlyMount(t *testing.T, dir string, fn func()) {
 	t.Helper()
+	testkit.NeedsRoot(t, "makes a private read-only bind mount")
 	errc := make(chan error, 1)
 	go func() {
 		// Never unlocked: the thread dies with this goroutine, and its namespace with it.

@@ -20,6 +20,7 @@ import (
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/config"
 	"github.com/calico-prep/calico-prep/test/testbed"
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 // These tests run against real NetworkManager (1.42 on this machine) on a private bus in a
@@ -434,7 +435,8 @@ func TestStaysApplied(t *testing.T) {
 	}
 }
 
-// TestWatchEvents checks the event stream itself: stop and start, a new device by name.
+// TestWatchEvents checks the event stream itself: stop and start, a new device by name, a
+// device NetworkManager takes over.
 func TestWatchEvents(t *testing.T) {
 	ctx := testContext(t)
 	n := testbed.Up(t, testbed.Options{Name: "nm-watch", NetworkManager: true})
@@ -474,7 +476,14 @@ func TestWatchEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	next(EventStarted, "")
-	next(EventDeviceManaged, n.Uplink)
+	// NetworkManager 1.58 takes over devices it finds at start before it takes its bus name,
+	// so their StateChanged signals reach nobody; EventStarted covers them. A device that
+	// appears later is taken over while NetworkManager owns its name, on every version.
+	const later = "caliwatch000002"
+	if err := n.AddCaliVeth(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	next(EventDeviceManaged, later)
 	cancel()
 	for range events {
 	}
@@ -543,4 +552,43 @@ func TestClientAgainstDaemon(t *testing.T) {
 	if r := Checks(c, opts)[1].Verify(ctx); r.Status != check.Fail || !r.Settling {
 		t.Fatalf("on a closed connection: %+v, want a settling failure", r)
 	}
+}
+
+// TestSetManagedByVersion runs against whichever NetworkManager the node has (the version
+// matrix sets it): the daemon is the version the test bed was asked for, and switching a
+// Calico device to unmanaged uses Device.SetManaged on 1.58 and later and the Managed property
+// before, as the bus monitor sees it; either way the device ends up unmanaged.
+func TestSetManagedByVersion(t *testing.T) {
+	ctx := testContext(t)
+	n := testbed.Up(t, testbed.Options{Name: "nm-setmanaged", NetworkManager: true, Calico: true})
+	c := dial(t, ctx, n)
+	v, err := c.Version(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.NetworkManagerVersion != testbed.Debian && v != n.NetworkManagerVersion {
+		t.Fatalf("NetworkManager reports version %s, the test bed was asked for %s", v, n.NetworkManagerVersion)
+	}
+	want := propertiesIface + ".Set"
+	if versionAtLeast(v, 1, 58) {
+		want = deviceIface + ".SetManaged"
+	}
+	d, err := c.GetDeviceByIpIface(ctx, testbed.CaliVeth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := watchCalls(t, n, c.conn.Names()[0])
+	if err := d.SetManaged(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.changing(t, ctx, c); !slices.Equal(got, []string{want}) {
+		t.Errorf("NetworkManager %s: state-changing calls %v, want [%s]", v, got, want)
+	}
+	testkit.Eventually(t, 10*time.Second, func() string {
+		st, err := d.Status(ctx)
+		if err != nil || !st.unmanaged() {
+			return fmt.Sprintf("%s after SetManaged(false): %+v, %v", testbed.CaliVeth, st, err)
+		}
+		return ""
+	})
 }

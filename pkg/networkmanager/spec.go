@@ -232,214 +232,137 @@ func (g glob) matchName(name string) bool {
 	if g.text != "" && g.text == name {
 		return true
 	}
-	st := newStates([]glob{g})
-	cur := st.start()
-	for _, r := range name {
-		cur = st.step(cur, r)
-		if cur.empty() {
+	return matchToks(g.toks, []rune(name))
+}
+
+// matchToks is the classic wildcard match: on a mismatch, let the last '*' take one more
+// character and try again from there.
+func matchToks(toks []tok, name []rune) bool {
+	t, n := 0, 0
+	star, starN := -1, 0
+	for n < len(name) {
+		switch {
+		case t < len(toks) && toks[t].kind == '*':
+			star, starN = t, n
+			t++
+		case t < len(toks) && (toks[t].kind == '?' || toks[t].r == name[n]):
+			t++
+			n++
+		case star >= 0:
+			t, starN = star+1, starN+1
+			n = starN
+		default:
 			return false
 		}
 	}
-	return st.accepts(cur)
-}
-
-// states is the NFA of one or more globs side by side (their union), positions numbered
-// consecutively; a state set is a bitset over all positions.
-type states struct {
-	globs []glob
-	base  []int // first position of each glob; glob i has len(toks)+1 positions
-	n     int
-}
-
-type stateSet []uint64
-
-func (s stateSet) empty() bool {
-	for _, w := range s {
-		if w != 0 {
-			return false
-		}
+	for t < len(toks) && toks[t].kind == '*' {
+		t++
 	}
-	return true
+	return t == len(toks)
 }
 
-func (s stateSet) has(i int) bool { return s[i/64]&(1<<(i%64)) != 0 }
-func (s stateSet) add(i int)      { s[i/64] |= 1 << (i % 64) }
-func (s stateSet) key() string {
-	b := make([]byte, 0, len(s)*8)
-	for _, w := range s {
-		for k := range 8 {
-			b = append(b, byte(w>>(8*k)))
-		}
-	}
-	return string(b)
+// shape is what can be read off a glob without enumerating names: the characters every
+// match starts and ends with, and the range of lengths.
+type shape struct {
+	prefix, suffix []rune
+	minLen, maxLen int // maxLen -1: unbounded
 }
 
-func newStates(globs []glob) *states {
-	st := &states{globs: globs, base: make([]int, len(globs))}
-	for i, g := range globs {
-		st.base[i] = st.n
-		st.n += len(g.toks) + 1
-	}
-	return st
-}
-
-func (st *states) newSet() stateSet { return make(stateSet, (st.n+63)/64) }
-
-// addClosed adds position p of glob gi and every position reachable by letting '*' match nothing.
-func (st *states) addClosed(s stateSet, gi, p int) {
-	toks := st.globs[gi].toks
-	for {
-		s.add(st.base[gi] + p)
-		if p < len(toks) && toks[p].kind == '*' {
-			p++
+func (g glob) shape() shape {
+	var sh shape
+	star := false
+	for _, t := range g.toks {
+		if t.kind == '*' {
+			star = true
 			continue
 		}
-		return
+		sh.minLen++
 	}
-}
-
-func (st *states) start() stateSet {
-	s := st.newSet()
-	for gi := range st.globs {
-		st.addClosed(s, gi, 0)
+	sh.maxLen = sh.minLen
+	if star {
+		sh.maxLen = -1
 	}
-	return s
-}
-
-func (st *states) step(s stateSet, r rune) stateSet {
-	next := st.newSet()
-	for gi, g := range st.globs {
-		for p, t := range g.toks {
-			if !s.has(st.base[gi] + p) {
-				continue
-			}
-			switch {
-			case t.kind == '*':
-				st.addClosed(next, gi, p)
-			case t.kind == '?' || t.r == r:
-				st.addClosed(next, gi, p+1)
-			}
+	for _, t := range g.toks {
+		if t.kind != 'c' {
+			break
 		}
+		sh.prefix = append(sh.prefix, t.r)
 	}
-	return next
+	for i := len(g.toks) - 1; i >= 0 && g.toks[i].kind == 'c'; i-- {
+		sh.suffix = append([]rune{g.toks[i].r}, sh.suffix...)
+	}
+	return sh
 }
 
-func (st *states) accepts(s stateSet) bool {
-	for gi, g := range st.globs {
-		if s.has(st.base[gi] + len(g.toks)) {
+// literal reports whether the glob matches exactly one name.
+func (g glob) literal() (string, bool) {
+	var b []rune
+	for _, t := range g.toks {
+		if t.kind != 'c' {
+			return "", false
+		}
+		b = append(b, t.r)
+	}
+	return string(b), true
+}
+
+// includes reports whether every interface name p matches is, provably, matched by one of the
+// globs. It only proves the simple cases that occur in practice — p is one name that a glob
+// matches, or a glob is a run of literal characters then '*' (or just '*') that p's own literal
+// start begins with. Anything else answers false, and the caller then writes calico-prep's own
+// drop-in, which appends and so is always safe.
+func includes(p glob, by []glob) bool {
+	if p.text != "" && !slices.ContainsFunc(by, func(g glob) bool { return g.matchName(p.text) }) {
+		return false
+	}
+	if name, ok := p.literal(); ok {
+		return slices.ContainsFunc(by, func(g glob) bool { return g.matchName(name) })
+	}
+	start := p.shape().prefix
+	for _, g := range by {
+		n := len(g.toks)
+		if n == 0 || g.toks[n-1].kind != '*' {
+			continue
+		}
+		head, ok := glob{toks: g.toks[:n-1]}.literal()
+		if ok && strings.HasPrefix(string(start), head) {
 			return true
 		}
 	}
 	return false
 }
 
-// maxPairs and maxWork bound the search over pairs of state sets (maxWork counts positions
-// stepped). Questions that need more are left open: "not covered" for includes, which errs on
-// the side of writing calico-prep's own drop-in, and "maybe" for intersects.
-const (
-	maxPairs = 20000
-	maxWork  = 4_000_000
-)
-
-// alphabet returns every character the globs name plus one they do not: characters that no
-// glob names all behave alike, so one of them stands for the rest.
-func alphabet(gs ...[]glob) []rune {
-	var rs []rune
-	for _, list := range gs {
-		for _, g := range list {
-			for _, t := range g.toks {
-				if t.kind == 'c' {
-					rs = append(rs, t.r)
-				}
-			}
-		}
-	}
-	slices.Sort(rs)
-	rs = slices.Compact(rs)
-	other := rune(0xE000)
-	for slices.Contains(rs, other) {
-		other++
-	}
-	return append(rs, other)
-}
-
-// explore walks every non-empty name of at most maxIfname characters that a can produce,
-// together with the states b is in after the same name, and stops when visit returns true.
-// It reports whether visit stopped it, and whether the walk finished within its bounds.
-func explore(a, b []glob, visit func(aAcc, bAcc bool) bool) (stopped, complete bool) {
-	sa, sb := newStates(a), newStates(b)
-	sigma := alphabet(a, b)
-	type pair struct{ x, y stateSet }
-	seen := map[string]bool{}
-	frontier := []pair{{sa.start(), sb.start()}}
-	work := 0
-	for depth := 1; depth <= maxIfname && len(frontier) > 0; depth++ {
-		var next []pair
-		for _, p := range frontier {
-			for _, r := range sigma {
-				if work += sa.n + sb.n; work > maxWork {
-					return false, false
-				}
-				x := sa.step(p.x, r)
-				if x.empty() {
-					continue
-				}
-				y := sb.step(p.y, r)
-				k := x.key() + "|" + y.key()
-				if seen[k] {
-					continue
-				}
-				seen[k] = true
-				if len(seen) > maxPairs {
-					return false, false
-				}
-				if visit(sa.accepts(x), sb.accepts(y)) {
-					return true, true
-				}
-				next = append(next, pair{x, y})
-			}
-		}
-		frontier = next
-	}
-	return false, true
-}
-
-// includes reports whether every interface name p matches is matched by one of the globs.
-// The exact-text alternative of p only adds names with '*' or '?' in them; those are checked
-// separately.
-func includes(p glob, by []glob) bool {
-	if len(by) == 0 {
-		return false
-	}
-	if p.text != "" && !slices.ContainsFunc(by, func(g glob) bool { return g.matchName(p.text) }) {
-		return false
-	}
-	// The walk ignores the exact-text alternatives of by: they only add names containing
-	// '*' or '?', so leaving them out can only answer "not proven", never a wrong "yes".
-	stopped, complete := explore([]glob{{toks: p.toks}}, tokensOnly(by), func(pAcc, byAcc bool) bool {
-		return pAcc && !byAcc
-	})
-	return !stopped && complete
-}
-
-// intersects reports whether some interface name is matched by both globs.
+// intersects reports whether some interface name may be matched by both globs. It answers
+// false only when the globs provably share no name — their literal starts or ends disagree,
+// their lengths cannot meet, or one is a single name the other does not match — so an
+// except: spec that might take a Calico device out is never missed.
 func intersects(a, b glob) bool {
 	if a.text != "" && b.matchName(a.text) || b.text != "" && a.matchName(b.text) {
 		return true
 	}
-	stopped, complete := explore([]glob{{toks: a.toks}}, []glob{{toks: b.toks}}, func(aAcc, bAcc bool) bool {
-		return aAcc && bAcc
-	})
-	// An unfinished walk answers "maybe": for a conflict that is the careful side.
-	return stopped || !complete
-}
-
-func tokensOnly(gs []glob) []glob {
-	out := make([]glob, len(gs))
-	for i, g := range gs {
-		out[i] = glob{toks: g.toks}
+	if name, ok := a.literal(); ok {
+		return b.matchName(name)
 	}
-	return out
+	if name, ok := b.literal(); ok {
+		return a.matchName(name)
+	}
+	sa, sb := a.shape(), b.shape()
+	agree := func(x, y []rune, fromEnd bool) bool {
+		n := min(len(x), len(y))
+		for i := range n {
+			xi, yi := i, i
+			if fromEnd {
+				xi, yi = len(x)-1-i, len(y)-1-i
+			}
+			if x[xi] != y[yi] {
+				return false
+			}
+		}
+		return true
+	}
+	lengthsMeet := (sa.maxLen < 0 || sa.maxLen >= sb.minLen) && (sb.maxLen < 0 || sb.maxLen >= sa.minLen) &&
+		sa.minLen <= maxIfname && sb.minLen <= maxIfname
+	return agree(sa.prefix, sb.prefix, false) && agree(sa.suffix, sb.suffix, true) && lengthsMeet
 }
 
 // matchSpecs evaluates specs against an interface name the way NetworkManager evaluates

@@ -124,19 +124,20 @@ func TestIncludesAndIntersects(t *testing.T) {
 		{"cali*", []string{"ca*"}, true},
 		{"cali*", []string{"*"}, true},
 		{"cali*", []string{"cali?*"}, false}, // "cali" itself is left out
-		{"cali*", []string{"cali", "cali?*"}, true},
+		// Covered only by several globs together, or by a glob that is not "literal*": not
+		// proven, so calico-prep writes its own drop-in (which appends: always safe).
+		{"cali*", []string{"cali", "cali?*"}, false},
+		{"cali*", []string{"*a*"}, false},
+		{"cali*", []string{"*i*"}, false},
 		{"cali*", []string{"cali?"}, false},
 		{"cali*", []string{"tunl*"}, false},
 		{"tunl*", []string{"tun*", "x"}, true},
 		{"vxlan.calico", []string{"vxlan.calico"}, true},
 		{"vxlan.calico", []string{"vxlan*"}, true},
 		{"vxlan.calico", []string{"vxlan?calico"}, true},
-		{"cali*", []string{"*a*"}, true},
-		{"cali*", []string{"*i*"}, true},
 		{"c*", []string{"*i*"}, false},
-		// Names longer than the kernel allows do not count: this glob matches every name of
-		// 15 characters or fewer that starts with "cali".
-		{"cali*", []string{"cali", "cali?", "cali??", "cali???", "cali????", "cali?????", "cali??????", "cali???????", "cali????????", "cali?????????", "cali??????????", "cali???????????"}, true},
+		{"wg-v6.cali", []string{"wg-*"}, true},
+		{"wireguard.cali", []string{"wire?uard.cali"}, true},
 		{"cali*", nil, false},
 	}
 	for _, tt := range inc {
@@ -170,9 +171,11 @@ func TestIncludesAndIntersects(t *testing.T) {
 	}
 }
 
-// TestGlobAlgebraAgainstBruteForce checks includes and intersects against every name up to
-// six characters over a small alphabet, for every pattern of up to three symbols over {a, b,
-// *, ?}. Counterexamples for such short patterns are shorter than six characters.
+// TestGlobAlgebraAgainstBruteForce checks matchName exactly, and includes and intersects for
+// soundness, against every name up to six characters over a small alphabet, for every pattern
+// of up to three symbols over {a, b, *, ?}: includes may only say yes where every name of the
+// first is a name of the second, and intersects may only say no where no name is shared.
+// Counterexamples for such short patterns are shorter than six characters.
 func TestGlobAlgebraAgainstBruteForce(t *testing.T) {
 	var patterns []string
 	var gen func(prefix string, n int)
@@ -233,11 +236,11 @@ func TestGlobAlgebraAgainstBruteForce(t *testing.T) {
 					wantInter = true
 				}
 			}
-			if got := includes(globs[i], []glob{globs[j]}); got != wantInc {
-				t.Errorf("includes(%q, %q) = %v, brute force says %v", patterns[i], patterns[j], got, wantInc)
+			if got := includes(globs[i], []glob{globs[j]}); got && !wantInc {
+				t.Errorf("includes(%q, %q) = true, brute force says false", patterns[i], patterns[j])
 			}
-			if got := intersects(globs[i], globs[j]); got != wantInter {
-				t.Errorf("intersects(%q, %q) = %v, brute force says %v", patterns[i], patterns[j], got, wantInter)
+			if got := intersects(globs[i], globs[j]); !got && wantInter {
+				t.Errorf("intersects(%q, %q) = false, brute force says true", patterns[i], patterns[j])
 			}
 		}
 	}

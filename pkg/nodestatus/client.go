@@ -5,14 +5,16 @@
 //
 // It talks to the API server through client-go's REST client over a minimal scheme and plain
 // JSON bodies of its own small types (types.go) instead of the typed clientset and
-// k8s.io/api: the clientset links every API group into the binary, which costs about 9 MiB of
-// RSS on every node (see REFERENCE §5), and core/v1 alone 1.8 MB of binary.
+// k8s.io/api: the clientset links every API group into the binary (an agent built with it idled
+// at 26.6 MiB RSS against 17.4–17.9 MiB with the REST client, measured on 2 cores in 2026), and
+// core/v1 alone adds 1.8 MB of binary.
 package nodestatus
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -48,8 +50,9 @@ const (
 var ErrStandalone = errors.New("no kubeconfig and not running in a cluster")
 
 // LoadConfig returns the REST config from kubeconfig (a path, or a list of paths as KUBECONFIG
-// allows), else the in-cluster config, else ErrStandalone.
-func LoadConfig(kubeconfig string) (*rest.Config, error) {
+// allows) with its current context or the one named, else the in-cluster config, else
+// ErrStandalone.
+func LoadConfig(kubeconfig, kubeContext string) (*rest.Config, error) {
 	if kubeconfig != "" {
 		paths := filepath.SplitList(kubeconfig)
 		// clientcmd skips missing files in a list; a mistyped path should say so instead.
@@ -57,7 +60,7 @@ func LoadConfig(kubeconfig string) (*rest.Config, error) {
 			return nil, fmt.Errorf("load kubeconfig %q: no such file", kubeconfig)
 		}
 		rules := &clientcmd.ClientConfigLoadingRules{Precedence: paths}
-		cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+		cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext}).ClientConfig()
 		if err != nil {
 			return nil, fmt.Errorf("load kubeconfig %q: %w", kubeconfig, err)
 		}
@@ -104,7 +107,7 @@ func New(cfg *rest.Config, node string, log *slog.Logger) (*Client, error) {
 
 // Node is what the agent needs to know of its Node object.
 type Node struct {
-	InternalIPs     []string
+	InternalIPs     []netip.Addr
 	Labels          map[string]string
 	Annotations     map[string]string
 	Condition       *Condition // ours, nil when absent
@@ -112,12 +115,7 @@ type Node struct {
 }
 
 func nodeFrom(n *nodeObject) Node {
-	out := Node{Labels: n.Metadata.Labels, Annotations: n.Metadata.Annotations, ResourceVersion: n.Metadata.ResourceVersion}
-	for _, a := range n.Status.Addresses {
-		if a.Type == internalIP {
-			out.InternalIPs = append(out.InternalIPs, a.Address)
-		}
-	}
+	out := Node{InternalIPs: internalIPs(n.Status.Addresses), Labels: n.Metadata.Labels, Annotations: n.Metadata.Annotations, ResourceVersion: n.Metadata.ResourceVersion}
 	for i := range n.Status.Conditions {
 		if n.Status.Conditions[i].Type == ConditionType {
 			out.Condition = &n.Status.Conditions[i]

@@ -6,13 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strconv"
 )
 
 // NodeInfo is what the cluster plan reads of one Node.
 type NodeInfo struct {
 	Name        string
-	InternalIPs []string
+	InternalIPs []netip.Addr
 	// ControlPlane is set for nodes labelled node-role.kubernetes.io/control-plane (or the
 	// older node-role.kubernetes.io/master).
 	ControlPlane bool
@@ -125,13 +126,9 @@ func decodeItems(dec *json.Decoder, fn func(NodeInfo) error) error {
 		}
 		info := NodeInfo{
 			Name:         n.Metadata.Name,
+			InternalIPs:  internalIPs(n.Status.Addresses),
 			ControlPlane: n.Metadata.Labels.ControlPlane != nil || n.Metadata.Labels.Master != nil,
 			Report:       n.Metadata.Annotations.Report,
-		}
-		for _, a := range n.Status.Addresses {
-			if a.Type == internalIP {
-				info.InternalIPs = append(info.InternalIPs, a.Address)
-			}
 		}
 		if err := fn(info); err != nil {
 			return err

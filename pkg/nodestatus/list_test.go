@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -51,10 +52,10 @@ func TestListNodes(t *testing.T) {
 				{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("10.0.0.%d", i+1)},
 				{Type: corev1.NodeExternalIP, Address: fmt.Sprintf("203.0.113.%d", i+1)},
 			}
-			info.InternalIPs = []string{fmt.Sprintf("10.0.0.%d", i+1)}
+			info.InternalIPs = []netip.Addr{netip.MustParseAddr(fmt.Sprintf("10.0.0.%d", i+1))}
 			if i%4 == 0 {
 				n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("fd00::%x", i+1)})
-				info.InternalIPs = append(info.InternalIPs, fmt.Sprintf("fd00::%x", i+1))
+				info.InternalIPs = append(info.InternalIPs, netip.MustParseAddr(fmt.Sprintf("fd00::%x", i+1)))
 			}
 			if _, err := cs.CoreV1().Nodes().Create(t.Context(), n, metav1.CreateOptions{}); err != nil {
 				errs <- err

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -61,7 +62,7 @@ func TestPublishAgainstAPIServer(t *testing.T) {
 	}
 	watch := client.Watch(t.Context())
 	first := next(t, watch, func(n Node) bool { return len(n.InternalIPs) == 1 })
-	if first.InternalIPs[0] != "192.168.79.128" || first.Condition != nil {
+	if first.InternalIPs[0] != netip.MustParseAddr("192.168.79.128") || first.Condition != nil {
 		t.Fatalf("first state %+v", first)
 	}
 

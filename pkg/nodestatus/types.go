@@ -1,6 +1,8 @@
 package nodestatus
 
 import (
+	"net/netip"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -31,6 +33,17 @@ type nodeObject struct {
 type nodeAddress struct {
 	Type    string `json:"type"`
 	Address string `json:"address"`
+}
+
+// internalIPs are the parsable InternalIP addresses, in the order the Node lists them.
+func internalIPs(addrs []nodeAddress) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ip, err := netip.ParseAddr(a.Address); a.Type == internalIP && err == nil {
+			out = append(out, ip)
+		}
+	}
+	return out
 }
 
 // internalIP is the address type of a Node's InternalIP.

@@ -44,7 +44,7 @@ func (o Opening) String() string {
 	return "protocol " + o.Protocol
 }
 
-// firewallFor lists what follows from the networking choices (REFERENCE §1): BGP's port, the
+// firewallFor lists what follows from the networking choices (calico.Openings): BGP's port, the
 // encapsulation's protocol or port, Typha's port where it is advised, WireGuard's ports.
 func firewallFor(opts Options, typha bool) []Opening {
 	out := []Opening{}

@@ -1,8 +1,6 @@
-// Package plan computes the cluster-wide Calico install settings that the seed guide decides by
-// hand on one node: a pod CIDR that collides with no host network on any node, an IP
-// autodetection method that picks the intended address on every node, Typha advice from the
-// node count and the firewalld openings that follow from the encapsulation. It works on the
-// reports that the agent leaves on every Node (package report) and does no I/O.
+// Package plan computes, from the reports the agent leaves on every Node, the cluster-wide Calico
+// install settings an operator otherwise decides by hand on one node: a pod CIDR free on every
+// node, an IP autodetection method right on every node, Typha advice and firewalld openings.
 package plan
 
 import (

@@ -2,15 +2,17 @@ package plan
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/calico-prep/calico-prep/test/fixtures"
+
+	"go4.org/netipx"
 
 	"github.com/calico-prep/calico-prep/pkg/calico"
 
@@ -39,23 +41,10 @@ func defaultOptions() Options {
 	}
 }
 
-func loadSnapshot(t testing.TB, name string) host.Snapshot {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s host.Snapshot
-	if err := json.Unmarshal(b, &s); err != nil {
-		t.Fatalf("parse %s: %v", name, err)
-	}
-	return s
-}
-
 // The seed guide's decision, made on its one VM: 192.168.0.0/16 collides with ens33 and
 // virbr0, 172.16.0.0/16 does not.
 func TestMakeSeedGuide(t *testing.T) {
-	rep := report.Node{V: report.Version, Ready: true, Host: report.HostOf(loadSnapshot(t, "seed-host.json"))}
+	rep := report.Node{V: report.Version, Ready: true, Host: report.HostOf(fixtures.SeedHost(t))}
 	nodes := []Node{{Name: "seed", InternalIPs: []netip.Addr{netip.MustParseAddr("192.168.79.128")}, ControlPlane: true, Report: &rep}}
 	p, err := Make(t.Context(), nodes, defaultOptions())
 	if err != nil {
@@ -130,7 +119,7 @@ func checkPool(t *testing.T, hosts []plantest.Host, opts Options, pool Pool) {
 	if !r.IsValid() {
 		t.Fatalf("IPv%d: %s is in none of the searched ranges %v", pool.Family, pool.CIDR, pool.Searched)
 	}
-	for b := netip.PrefixFrom(r.Addr(), pool.Bits); b.Addr().Less(pool.CIDR.Addr()); b = netip.PrefixFrom(lastAddr(b).Next(), pool.Bits) {
+	for b := netip.PrefixFrom(r.Addr(), pool.Bits); b.Addr().Less(pool.CIDR.Addr()); b = netip.PrefixFrom(netipx.PrefixLastIP(b).Next(), pool.Bits) {
 		if collides(b) == "" {
 			t.Errorf("IPv%d: %s is free and comes before %s", pool.Family, b, pool.CIDR)
 			return
@@ -399,7 +388,7 @@ func TestMakeAutodetectIntendedInterface(t *testing.T) {
 }
 
 func TestIntended(t *testing.T) {
-	seed := report.Node{Host: report.HostOf(loadSnapshot(t, "seed-host.json"))}
+	seed := report.Node{Host: report.HostOf(fixtures.SeedHost(t))}
 	ip := func(s string) []netip.Addr { return []netip.Addr{netip.MustParseAddr(s)} }
 	tests := []struct {
 		name   string

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 
+	"go4.org/netipx"
+
 	"github.com/calico-prep/calico-prep/pkg/cidr"
 	"github.com/calico-prep/calico-prep/pkg/host"
 )
@@ -61,8 +63,8 @@ var maxPoolBits = map[int]int{4: 26, 6: 122}
 
 // fallbackRanges are where a pod CIDR is looked for after the asked one, in order of
 // preference. kubeadm's podSubnet, when given, is the only place a pool may be. Otherwise
-// private space: 172.16.0.0/12 first because it is the range host networks use least (the
-// seed guide lands on 172.16.0.0/16); docker's bridges, which do live there, show up as host
+// private space: 172.16.0.0/12 first because it is the range host networks use least (a lab
+// VM with ens33 in 192.168.79.0/24 and libvirt's virbr0 lands on 172.16.0.0/16); docker's bridges, which do live there, show up as host
 // addresses and are avoided like any other. 10.0.0.0/8 is where corporate networks and cloud
 // VPCs live, and 192.168.0.0/16 where home and lab networks and Calico's own default do.
 func fallbackRanges(fam int, kubeadm []netip.Prefix) (ranges []netip.Prefix, fromKubeadm bool) {
@@ -243,15 +245,10 @@ func summarise(nodes []*Node, in cidr.Input) *Collisions {
 	return s
 }
 
-// obstacles are the networks of one family that a pool must not overlap, as sorted, merged
-// address intervals, so that the first free block of a range is found in one pass over them
-// however large the range (a /64 in fd00::/8 has 2^56 candidates).
-type obstacles struct {
-	fam       int
-	intervals []interval
-}
-
-type interval struct{ lo, hi netip.Addr }
+// obstacles are the networks of one family that a pool must not overlap. As an address set,
+// the first free block of a range is found without walking its blocks one by one, however large
+// the range (a /64 in fd00::/8 has 2^56 candidates).
+type obstacles struct{ b netipx.IPSetBuilder }
 
 // newObstacles collects what pkg/cidr would report against a pool spanning the whole family:
 // every host address network and route of every node, and the service CIDRs.
@@ -261,44 +258,18 @@ func newObstacles(nodes []*Node, fam int, services []netip.Prefix) *obstacles {
 		everything = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 	}
 	in := cidr.Input{Pools: []netip.Prefix{everything}}
-	set := map[netip.Prefix]bool{}
+	o := &obstacles{}
 	for _, n := range nodes {
 		for _, c := range cidr.Collisions(in, n.Report.Host) {
-			set[c.Other.Masked()] = true
+			o.b.AddPrefix(c.Other.Masked())
 		}
 	}
 	for _, s := range services {
 		if familyOf(s.Addr()) == fam {
-			set[s.Masked()] = true
+			o.b.AddPrefix(s.Masked())
 		}
 	}
-	o := &obstacles{fam: fam}
-	for p := range set {
-		o.intervals = append(o.intervals, interval{p.Addr(), lastAddr(p)})
-	}
-	o.merge()
 	return o
-}
-
-func (o *obstacles) add(p netip.Prefix) {
-	p = p.Masked()
-	o.intervals = append(o.intervals, interval{p.Addr(), lastAddr(p)})
-	o.merge()
-}
-
-func (o *obstacles) merge() {
-	slices.SortFunc(o.intervals, func(a, b interval) int { return a.lo.Compare(b.lo) })
-	out := o.intervals[:0]
-	for _, iv := range o.intervals {
-		if n := len(out); n > 0 && (iv.lo.Compare(out[n-1].hi) <= 0 || out[n-1].hi.Next() == iv.lo) {
-			if iv.hi.Compare(out[n-1].hi) > 0 {
-				out[n-1].hi = iv.hi
-			}
-			continue
-		}
-		out = append(out, iv)
-	}
-	o.intervals = out
 }
 
 // search returns the first block of the size in r that overlaps no obstacle and that pkg/cidr
@@ -316,53 +287,30 @@ func (o *obstacles) search(r netip.Prefix, bits int, nodes []*Node, in cidr.Inpu
 		if s == nil {
 			return block, true
 		}
-		before := len(o.intervals)
 		for _, nc := range s.Networks {
-			o.add(nc.Network)
+			o.b.AddPrefix(nc.Network.Masked())
 		}
-		if len(o.intervals) == before || len(s.Networks) == 0 {
-			o.add(block)
-		}
+		o.b.AddPrefix(block)
 	}
 }
 
-// firstFree walks the aligned blocks of r from its start, jumping past each obstacle.
+// firstFree returns the lowest aligned block of the size in r that overlaps no obstacle: free
+// space splits into aligned prefixes in address order, and the first one at least as large as
+// the block starts it.
 func (o *obstacles) firstFree(r netip.Prefix, bits int) (netip.Prefix, bool) {
-	r = r.Masked()
-	last := lastAddr(r)
-	cur := r.Addr()
-	i, _ := slices.BinarySearchFunc(o.intervals, cur, func(iv interval, a netip.Addr) int { return iv.hi.Compare(a) })
-	for {
-		block := netip.PrefixFrom(cur, bits)
-		for i < len(o.intervals) && o.intervals[i].hi.Less(cur) {
-			i++
+	taken, _ := o.b.IPSet()
+	var free netipx.IPSetBuilder
+	free.AddPrefix(r.Masked())
+	free.RemoveSet(taken)
+	set, _ := free.IPSet()
+	for _, rg := range set.Ranges() {
+		for _, p := range rg.Prefixes() {
+			if p.Bits() <= bits {
+				return netip.PrefixFrom(p.Addr(), bits), true
+			}
 		}
-		if i == len(o.intervals) || lastAddr(block).Less(o.intervals[i].lo) {
-			return block, true
-		}
-		next := lastAddr(netip.PrefixFrom(o.intervals[i].hi, bits)).Next()
-		if !next.IsValid() || last.Less(next) {
-			return netip.Prefix{}, false
-		}
-		cur = next
 	}
-}
-
-// lastAddr is the highest address of p.
-func lastAddr(p netip.Prefix) netip.Addr {
-	p = p.Masked()
-	if p.Addr().Is4() {
-		b := p.Addr().As4()
-		for i := p.Bits(); i < 32; i++ {
-			b[i/8] |= 0x80 >> (i % 8)
-		}
-		return netip.AddrFrom4(b)
-	}
-	b := p.Addr().As16()
-	for i := p.Bits(); i < 128; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	return netip.AddrFrom16(b)
+	return netip.Prefix{}, false
 }
 
 func familyOf(a netip.Addr) int {

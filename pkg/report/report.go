@@ -40,9 +40,14 @@ type Node struct {
 	Firewall []string `json:"firewall,omitempty"`
 	// Unmanaged are the Calico devices NetworkManager leaves unmanaged.
 	Unmanaged []string `json:"unmanaged,omitempty"`
+	// NetworkdUnmanaged are the Calico links systemd-networkd leaves unmanaged.
+	NetworkdUnmanaged []string `json:"networkdUnmanaged,omitempty"`
 	// Advice holds recommendations that are not failures (e.g. Typha above 50 nodes). It
 	// changes only when the recommendation does, not with every change in the node count.
 	Advice []string `json:"advice,omitempty"`
+	// Warnings name settings given explicitly that disagree with Calico's resources, and
+	// Calico configurations that cannot work (check calico/config).
+	Warnings []string `json:"warnings,omitempty"`
 	// Host is the node's network without Calico's own interfaces and routes.
 	Host host.Snapshot `json:"host"`
 	// Truncated says Host was cut to keep the annotation small (see MaxSize).
@@ -61,10 +66,11 @@ type Failure struct {
 }
 
 // FromChecks fills what a pass says from its entries: Ready, Failing and Disabled, the
-// firewalld rules calico-prep keeps and the tunnel devices NetworkManager leaves unmanaged.
+// firewalld rules calico-prep keeps and the tunnel devices NetworkManager and systemd-networkd
+// leave unmanaged.
 func (n *Node) FromChecks(rep check.Report) {
 	n.Ready = rep.Ready
-	n.Failing, n.Disabled, n.Firewall, n.Unmanaged = nil, nil, nil, nil
+	n.Failing, n.Disabled, n.Firewall, n.Unmanaged, n.NetworkdUnmanaged = nil, nil, nil, nil, nil
 	for _, e := range rep.Entries {
 		switch e.Status {
 		case check.Fail:
@@ -80,10 +86,14 @@ func (n *Node) FromChecks(rep check.Report) {
 				if dev, ok := strings.CutPrefix(k, check.FactUnmanagedPrefix); ok && v == "true" && !strings.HasPrefix(dev, calico.WorkloadPrefix) {
 					n.Unmanaged = append(n.Unmanaged, dev)
 				}
+				if dev, ok := strings.CutPrefix(k, check.FactNetworkdUnmanagedPrefix); ok && v == "true" && !strings.HasPrefix(dev, calico.WorkloadPrefix) {
+					n.NetworkdUnmanaged = append(n.NetworkdUnmanaged, dev)
+				}
 			}
 		}
 	}
 	slices.Sort(n.Unmanaged)
+	slices.Sort(n.NetworkdUnmanaged)
 }
 
 // IsCalicoInterface reports whether name is an interface Calico creates: workload veths and

@@ -321,6 +321,11 @@ func TestDaemonSetSettings(t *testing.T) {
 	}{
 		{"/run/dbus", "/run/dbus", true, ""},
 		{"/etc/NetworkManager/conf.d", "/etc/NetworkManager/conf.d", false, corev1.HostPathDirectoryOrCreate},
+		{"/etc/systemd", "/etc/systemd", true, ""},
+		{"/etc/systemd/network", "/etc/systemd/network", false, corev1.HostPathDirectoryOrCreate},
+		{"/etc/systemd/networkd.conf.d", "/etc/systemd/networkd.conf.d", false, corev1.HostPathDirectoryOrCreate},
+		{"/host/run/systemd/network", "/run/systemd/network", true, ""},
+		{"/host/usr/lib/systemd", "/usr/lib/systemd", true, ""},
 		{"/var/lib/calico-prep", "/var/lib/calico-prep", false, corev1.HostPathDirectoryOrCreate},
 		{"/host/proc", "/proc", true, ""},
 		{"/host/sys", "/sys", true, ""},
@@ -378,6 +383,7 @@ func TestDaemonSetSettings(t *testing.T) {
 	if cfg.NodeName != "node-a" || cfg.PodCIDR != netip.MustParsePrefix("192.168.0.0/16") ||
 		cfg.Encapsulation != calico.EncapIPIP || !cfg.BGP || cfg.Typha || cfg.WireGuard ||
 		cfg.StateDir != "/var/lib/calico-prep" || cfg.NetworkManagerConfDir != "/etc/NetworkManager/conf.d" ||
+		cfg.NetworkdConfDir != "/etc/systemd/network" || cfg.Networkd != config.ModeAuto || !cfg.NetworkdKeepForeignRoutes ||
 		cfg.Kubeconfig != "" {
 		t.Errorf("configuration from the DaemonSet: %+v", cfg)
 	}
@@ -411,10 +417,13 @@ func TestHelmValuesReachTheAgent(t *testing.T) {
 		{"backend vxlan: no BGP", !cfg.BGP},
 		{"Typha", cfg.Typha},
 		{"WireGuard", cfg.WireGuard},
+		{"Felix's ports", cfg.Ports.VXLAN == 8472 && cfg.Ports.WireGuard == 51830 && cfg.Ports.WireGuardv6 == 51831},
+		{"Calico's resources not followed", cfg.CalicoConfig == config.ModeOff},
 		{"autodetection", cfg.IPAutodetectionMethod == "interface=eth.*" && cfg.IP6AutodetectionMethod == "can-reach=2001:db8::1"},
-		{"firewalld", cfg.Firewalld == config.ModeOn && cfg.FirewalldZone == "internal" && !cfg.FirewalldForwarding &&
+		{"firewalld", cfg.Firewalld == config.ModeOn && cfg.FirewalldZone == "internal" && !cfg.FirewalldForwarding && !cfg.FirewalldOpenMetrics &&
 			fmt.Sprint(cfg.FirewalldExtraPorts) == "[2379/tcp 6443/tcp]"},
 		{"NetworkManager", cfg.NetworkManager == config.ModeOff && slices.Equal(cfg.NetworkManagerExtraUnmanaged, []string{"flannel*"})},
+		{"networkd", cfg.Networkd == config.ModeOn && !cfg.NetworkdKeepForeignRoutes},
 		{"service CIDR", fmt.Sprint(cfg.ServiceCIDRs) == "[10.96.0.0/12]"},
 		{"kubeadm podSubnet", fmt.Sprint(cfg.KubeadmSubnets) == "[10.244.0.0/16]"},
 		{"disabled checks", cfg.DisableChecks.String() == "kernel"},

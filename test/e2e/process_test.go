@@ -33,7 +33,14 @@ type agentProc struct {
 // it landed in the node's namespace, and stops it at cleanup, before the node goes.
 func startAgent(t testing.TB, node *testbed.Node, args ...string) *agentProc {
 	t.Helper()
-	a, err := launchAgent(t, node, args...)
+	return startAgentEnv(t, node, nil, args...)
+}
+
+// startAgentEnv is startAgent with more environment variables (KEY=VALUE), as calico-node's
+// env block gives them.
+func startAgentEnv(t testing.TB, node *testbed.Node, env []string, args ...string) *agentProc {
+	t.Helper()
+	a, err := launchAgentEnv(t, node, env, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,13 +62,17 @@ func startAgent(t testing.TB, node *testbed.Node, args ...string) *agentProc {
 }
 
 func launchAgent(t testing.TB, node *testbed.Node, args ...string) (*agentProc, error) {
+	return launchAgentEnv(t, node, nil, args...)
+}
+
+func launchAgentEnv(t testing.TB, node *testbed.Node, env []string, args ...string) (*agentProc, error) {
 	logf, err := os.CreateTemp(t.TempDir(), "agent-*.log")
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
 	cmd := exec.Command("nsenter", append([]string{"--net=" + node.NetNS, "--", agentBin}, args...)...)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DBUS_SYSTEM_BUS_ADDRESS=" + node.BusAddress}
+	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DBUS_SYSTEM_BUS_ADDRESS=" + node.BusAddress}, env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	a := &agentProc{t: t, node: node, logPath: logf.Name(), started: time.Now()}
 	if a.Proc, err = testkit.Start(cmd); err != nil {

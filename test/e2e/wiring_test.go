@@ -94,17 +94,28 @@ func TestFirewalldReloadAndRestartReapplyRules(t *testing.T) {
 }
 
 // nftHasPort looks for the port's accept rule in the node's nftables ruleset, where firewalld
-// puts what it is told: the kernel, not only firewalld's word.
+// puts what it is told: the kernel, not only firewalld's word. With firewalld's iptables backend
+// the rule is read with iptables-save (iptables-nft keeps it in nftables too, in iptables' form).
 func nftHasPort(t testing.TB, e *env, p port) {
 	t.Helper()
-	out, err := e.node.Exec(context.Background(), "nft", "list", "ruleset")
+	// A line that starts with the match and ends with the verdict: firewalld 0.9 puts
+	// "ct state { new, untracked }" between them.
+	argv := []string{"nft", "list", "ruleset"}
+	match, verdict := fmt.Sprintf("%s dport %s ", p.proto, p.num), " accept"
+	if e.node.FirewalldBackend == "iptables" {
+		argv = []string{"iptables-save", "-t", "filter"}
+		match, verdict = fmt.Sprintf("-p %s -m %s --dport %s ", p.proto, p.proto, p.num), " -j ACCEPT"
+	}
+	out, err := e.node.Exec(context.Background(), argv[0], argv[1:]...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("%s dport %s accept", p.proto, p.num)
-	if !strings.Contains(string(out), want) {
-		t.Errorf("node's nftables have no %q:\n%s", want, out)
+	for _, l := range strings.Split(string(out), "\n") {
+		if l = strings.TrimSpace(l); strings.Contains(l, match) && strings.HasSuffix(l, verdict) {
+			return
+		}
 	}
+	t.Errorf("node's rules have no %q … %q:\n%s", match, verdict, out)
 }
 
 // TestNetworkManagerRestartAndNewVeth: the drop-in goes missing while NetworkManager runs

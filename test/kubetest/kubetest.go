@@ -33,11 +33,14 @@ package kubetest
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -88,9 +91,32 @@ type Cluster struct {
 // Start builds or reuses the binaries, starts etcd and kube-apiserver on free loopback ports and
 // returns once /readyz answers and namespace "default" exists. t.Cleanup stops both and removes
 // Dir. It fails the test when the cluster cannot start.
-func Start(t testing.TB) *Cluster {
+func Start(t testing.TB) *Cluster { return StartWith(t, Options{}) }
+
+// Options change the cluster Start makes; the zero value is Start's.
+type Options struct {
+	// AdvertiseAddress, when valid, is published as the endpoint of Service "kubernetes" (whose
+	// ClusterIP is ServiceIP), as a real apiserver publishes its address, and the serving
+	// certificate is valid for it, for ServiceIP and for the Service's DNS names: then pods
+	// reach the apiserver in-cluster, through kube-proxy, wherever a route leads that address to
+	// the apiserver (see RelayOn). Otherwise the Service has no endpoints.
+	AdvertiseAddress netip.Addr
+	// APIServerArgs are more kube-apiserver flags, e.g. a feature gate turned off to test what
+	// older API servers do.
+	APIServerArgs []string
+}
+
+// needsRoot is why a cluster needs root: its binaries are built into the machine-wide cache.
+const needsRoot = "builds etcd and kube-apiserver into /var/cache/calico-prep and runs them"
+
+// ServiceIP is the ClusterIP of Service "kubernetes", the first address of the service range.
+var ServiceIP = netip.MustParseAddr("10.96.0.1")
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, opts Options) *Cluster {
 	t.Helper()
-	c, err := start()
+	testkit.NeedsRoot(t, needsRoot)
+	c, err := start(opts)
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
 	}
@@ -117,7 +143,8 @@ type Shared struct {
 // it could not start.
 func (s *Shared) Cluster(t testing.TB) *Cluster {
 	t.Helper()
-	s.once.Do(func() { s.c, s.err = start() })
+	testkit.NeedsRoot(t, needsRoot)
+	s.once.Do(func() { s.c, s.err = start(Options{}) })
 	if s.err != nil {
 		t.Fatalf("start shared cluster: %v", s.err)
 	}
@@ -139,7 +166,7 @@ func (s *Shared) Run(m *testing.M) int {
 	return code
 }
 
-func start() (c *Cluster, err error) {
+func start(opts Options) (c *Cluster, err error) {
 	binDir, err := binaries()
 	if err != nil {
 		return nil, err
@@ -156,7 +183,13 @@ func start() (c *Cluster, err error) {
 		}
 	}()
 
-	if c.pki, err = newPKI(); err != nil {
+	var sanIPs []net.IP
+	var sanNames []string
+	if opts.AdvertiseAddress.IsValid() {
+		sanIPs = []net.IP{opts.AdvertiseAddress.AsSlice(), ServiceIP.AsSlice()}
+		sanNames = []string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
+	}
+	if c.pki, err = newPKI(sanIPs, sanNames); err != nil {
 		return c, err
 	}
 	ports, err := freePorts(3)
@@ -217,12 +250,14 @@ func start() (c *Cluster, err error) {
 		return c, err
 	}
 
-	c.apiserverArgs = []string{
+	// The endpoints of Service "kubernetes" may not be loopback addresses: without an address
+	// pods can reach, publish none.
+	endpoints := []string{"--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"}
+	if opts.AdvertiseAddress.IsValid() {
+		endpoints = []string{"--advertise-address=" + opts.AdvertiseAddress.String(), "--endpoint-reconciler-type=lease"}
+	}
+	c.apiserverArgs = append([]string{
 		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
-		// The endpoints of Service "kubernetes" may not be loopback addresses, and no pod
-		// would use them here.
-		"--endpoint-reconciler-type=none",
 		"--secure-port=" + strconv.Itoa(ports[2]),
 		"--etcd-servers=" + etcdClient,
 		"--tls-cert-file=" + filepath.Join(dir, "apiserver.crt"),
@@ -241,7 +276,8 @@ func start() (c *Cluster, err error) {
 		// Blocking: an event is written before its response is sent, so a test reads its own
 		// requests from the log as soon as they returned.
 		"--audit-log-mode=blocking",
-	}
+	}, endpoints...)
+	c.apiserverArgs = append(c.apiserverArgs, opts.APIServerArgs...)
 	if err := c.startAPIServer(); err != nil {
 		return c, err
 	}
@@ -293,6 +329,18 @@ func (c *Cluster) startAPIServer() error {
 // Config returns a new admin client configuration.
 func (c *Cluster) Config() *rest.Config { return rest.CopyConfig(c.admin) }
 
+// CAPEM is the cluster CA's certificate, PEM.
+func (c *Cluster) CAPEM() []byte { return append([]byte(nil), c.pki.caCert...) }
+
+// Clientset is Client for code without a test at hand.
+func (c *Cluster) Clientset() (kubernetes.Interface, error) {
+	cs, err := kubernetes.NewForConfig(c.Config())
+	if err != nil {
+		return nil, fmt.Errorf("create admin clientset: %w", err)
+	}
+	return cs, nil
+}
+
 // Client returns an admin clientset.
 func (c *Cluster) Client(t testing.TB) kubernetes.Interface {
 	t.Helper()
@@ -330,6 +378,26 @@ func (c *Cluster) TryKubectl(t testing.TB, args ...string) (string, error) {
 		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.String(), nil
+}
+
+// ClientKubeconfig writes a kubeconfig to path that authenticates as user in groups with a client
+// certificate of the cluster CA, against server (Server when empty): the identity of a cluster
+// component, e.g. "system:node:NAME" in "system:nodes" for a kubelet.
+func (c *Cluster) ClientKubeconfig(path, user string, groups []string, server string) error {
+	if server == "" {
+		server = c.Server
+	}
+	cert, key, err := c.pki.leaf(pkix.Name{CommonName: user, Organization: groups}, x509.ExtKeyUsageClientAuth, nil, nil)
+	if err != nil {
+		return err
+	}
+	return writeKubeconfig(path, server, c.pki.caCert, &clientcmdapi.AuthInfo{ClientCertificateData: cert, ClientKeyData: key})
+}
+
+// ServingCert returns a serving certificate and key of the cluster CA for the given addresses, in
+// PEM, e.g. for a kubelet's HTTPS server.
+func (c *Cluster) ServingCert(name string, ips []net.IP) (cert, key []byte, err error) {
+	return c.pki.leaf(pkix.Name{CommonName: name}, x509.ExtKeyUsageServerAuth, ips, []string{name})
 }
 
 // KubeconfigFor writes a kubeconfig that authenticates with token against server (Server when

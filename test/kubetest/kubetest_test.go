@@ -403,7 +403,7 @@ func TestFreePortsAreDistinct(t *testing.T) {
 // binaries.
 func BenchmarkStart(b *testing.B) {
 	for b.Loop() {
-		c, err := start()
+		c, err := start(Options{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -17,12 +17,17 @@ import (
 // pki is a throwaway CA with the certificates and keys one cluster needs, all PEM.
 type pki struct {
 	caCert                  []byte
-	servingCert, servingKey []byte // kube-apiserver, for 127.0.0.1, ::1 and localhost
+	servingCert, servingKey []byte // kube-apiserver, for 127.0.0.1, ::1, localhost and servingIPs
 	adminCert, adminKey     []byte // AdminUser in system:masters
 	saKey, saPub            []byte // ServiceAccount token signing
+
+	ca    *x509.Certificate
+	caKey *ecdsa.PrivateKey
 }
 
-func newPKI() (*pki, error) {
+// newPKI makes the CA and the cluster's certificates; the serving certificate is also valid for
+// extraIPs and extraNames.
+func newPKI(extraIPs []net.IP, extraNames []string) (*pki, error) {
 	now := time.Now()
 	caKey, err := newKey()
 	if err != nil {
@@ -45,33 +50,12 @@ func newPKI() (*pki, error) {
 		return nil, fmt.Errorf("parse CA certificate: %w", err)
 	}
 
-	leaf := func(subject pkix.Name, usage x509.ExtKeyUsage, ips []net.IP, names []string) (cert, key []byte, err error) {
-		k, err := newKey()
-		if err != nil {
-			return nil, nil, err
-		}
-		der, err := sign(&x509.Certificate{
-			Subject:     subject,
-			NotBefore:   now.Add(-time.Hour),
-			NotAfter:    now.Add(7 * 24 * time.Hour),
-			KeyUsage:    x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			IPAddresses: ips,
-			DNSNames:    names,
-		}, ca, k, caKey)
-		if err != nil {
-			return nil, nil, err
-		}
-		keyPEM, err := privatePEM(k)
-		return certPEM(der), keyPEM, err
-	}
-
-	p := &pki{caCert: certPEM(caDER)}
-	if p.servingCert, p.servingKey, err = leaf(pkix.Name{CommonName: "kube-apiserver"}, x509.ExtKeyUsageServerAuth,
-		[]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, []string{"localhost"}); err != nil {
+	p := &pki{caCert: certPEM(caDER), ca: ca, caKey: caKey}
+	if p.servingCert, p.servingKey, err = p.leaf(pkix.Name{CommonName: "kube-apiserver"}, x509.ExtKeyUsageServerAuth,
+		append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, extraIPs...), append([]string{"localhost"}, extraNames...)); err != nil {
 		return nil, err
 	}
-	if p.adminCert, p.adminKey, err = leaf(pkix.Name{CommonName: AdminUser, Organization: []string{"system:masters"}},
+	if p.adminCert, p.adminKey, err = p.leaf(pkix.Name{CommonName: AdminUser, Organization: []string{"system:masters"}},
 		x509.ExtKeyUsageClientAuth, nil, nil); err != nil {
 		return nil, err
 	}
@@ -88,6 +72,29 @@ func newPKI() (*pki, error) {
 	}
 	p.saPub = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
 	return p, nil
+}
+
+// leaf signs a new key's certificate with the CA.
+func (p *pki) leaf(subject pkix.Name, usage x509.ExtKeyUsage, ips []net.IP, names []string) (cert, key []byte, err error) {
+	now := time.Now()
+	k, err := newKey()
+	if err != nil {
+		return nil, nil, err
+	}
+	der, err := sign(&x509.Certificate{
+		Subject:     subject,
+		NotBefore:   now.Add(-time.Hour),
+		NotAfter:    now.Add(7 * 24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{usage},
+		IPAddresses: ips,
+		DNSNames:    names,
+	}, p.ca, k, p.caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyPEM, err := privatePEM(k)
+	return certPEM(der), keyPEM, err
 }
 
 // newKey makes a P-256 key: quick to generate, and accepted by the apiserver for TLS and for

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -21,7 +22,24 @@ import (
 // The relay closes at t.Cleanup.
 func (c *Cluster) RelayInto(t testing.TB, netnsPath string) string {
 	t.Helper()
-	ln, err := listenInNetns(netnsPath)
+	return c.relay(t, netnsPath, "127.0.0.1:0")
+}
+
+// RelayOn is RelayInto listening on addr, at the apiserver's own port, in the network namespace
+// at netnsPath, which must hold addr already: there it stands in for the apiserver at its
+// Options.AdvertiseAddress, the endpoint of Service "kubernetes".
+func (c *Cluster) RelayOn(t testing.TB, netnsPath string, addr netip.Addr) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(c.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.relay(t, netnsPath, net.JoinHostPort(addr.String(), port))
+}
+
+func (c *Cluster) relay(t testing.TB, netnsPath, listen string) string {
+	t.Helper()
+	ln, err := listenInNetns(netnsPath, listen)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +54,7 @@ func (c *Cluster) RelayInto(t testing.TB, netnsPath string) string {
 // all I/O then work from any goroutine. The switch happens on a goroutine of its own: should
 // switching back fail, that goroutine exits with its thread still locked and Go discards the
 // thread instead of reusing it.
-func listenInNetns(netnsPath string) (net.Listener, error) {
+func listenInNetns(netnsPath, addr string) (net.Listener, error) {
 	type result struct {
 		ln  net.Listener
 		err error
@@ -44,7 +62,7 @@ func listenInNetns(netnsPath string) (net.Listener, error) {
 	done := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread()
-		ln, err := listenLocked(netnsPath)
+		ln, err := listenLocked(netnsPath, addr)
 		if err == nil || !errors.Is(err, errStuck) {
 			runtime.UnlockOSThread()
 		}
@@ -57,7 +75,7 @@ func listenInNetns(netnsPath string) (net.Listener, error) {
 // errStuck means the thread is still in the other namespace.
 var errStuck = errors.New("thread left in another network namespace")
 
-func listenLocked(netnsPath string) (ln net.Listener, err error) {
+func listenLocked(netnsPath, addr string) (ln net.Listener, err error) {
 	target, err := os.Open(netnsPath)
 	if err != nil {
 		return nil, fmt.Errorf("open network namespace %q: %w", netnsPath, err)
@@ -91,9 +109,9 @@ func listenLocked(netnsPath string) (ln net.Listener, err error) {
 			return nil, fmt.Errorf("bring up lo in %q: %w", netnsPath, err)
 		}
 	}
-	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	ln, err = net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen on 127.0.0.1 in %q: %w", netnsPath, err)
+		return nil, fmt.Errorf("listen on %s in %q: %w", addr, netnsPath, err)
 	}
 	return ln, nil
 }

@@ -41,6 +41,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/calico-prep/calico-prep/pkg/agent"
+	"github.com/calico-prep/calico-prep/pkg/calicoconfig"
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/config"
 	"github.com/calico-prep/calico-prep/pkg/nodestatus"
@@ -325,6 +326,11 @@ func (h *host) SetInternalIPs(ips []netip.Addr) bool {
 	old := h.ips.Swap(&ips)
 	return old == nil || fmt.Sprint(*old) != fmt.Sprint(ips)
 }
+
+// SetCalicoNode and SetEffective change nothing: the hollow host has neither calico-node nor
+// Calico's resources.
+func (h *host) SetCalicoNode(map[string]string) bool     { return false }
+func (h *host) SetEffective(calicoconfig.Effective) bool { return false }
 
 // summary is what run prints at the end.
 type summary struct {

@@ -4,6 +4,7 @@ package scripts
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,7 +78,8 @@ func runInstallDeps(t *testing.T, state, policy string) installRun {
 	err := cmd.Run()
 	r := installRun{stderr: stderr.String(), apt: lines(t, filepath.Join(state, "apt.log")),
 		policyDuring: lines(t, filepath.Join(state, "policy.log"))}
-	if ee, ok := err.(*exec.ExitError); ok {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
 		r.code = ee.ExitCode()
 	} else if err != nil {
 		t.Fatalf("run install-deps.sh: %v", err)

@@ -35,6 +35,8 @@ func busNameOf(daemon string) string {
 		return firewalldBusName
 	case "NetworkManager":
 		return nmBusName
+	case "networkd":
+		return networkdBusName
 	}
 	return ""
 }
@@ -71,6 +73,11 @@ func (n *Node) startDaemons(ctx context.Context) error {
 			return err
 		}
 	}
+	if n.opts.Networkd {
+		if err := n.StartNetworkd(ctx); err != nil {
+			return err
+		}
+	}
 	if !n.opts.NetworkManager {
 		return nil
 	}
@@ -87,11 +94,18 @@ func (n *Node) startDaemons(ctx context.Context) error {
 // StartFirewalld starts firewalld with the node's private configuration and waits until it
 // reports state RUNNING on the bus.
 func (n *Node) StartFirewalld(ctx context.Context) error {
-	argv := []string{"firewalld", "--nofork", "--nopid", "--log-target=console"}
+	if _, _, err := n.checkNetNS("firewalld"); err != nil {
+		return err
+	}
+	extra, logArgs, err := n.firewalldExtra()
+	if err != nil {
+		return fmt.Errorf("start firewalld: %w", err)
+	}
+	argv := append([]string{"firewalld", "--nofork", "--nopid"}, logArgs...)
 	if n.opts.Debug {
 		argv = append(argv, "--debug=2")
 	}
-	d, err := n.startDaemon("firewalld", argv...)
+	d, err := n.startDaemonWith("firewalld", extra, argv...)
 	if err != nil {
 		return err
 	}
@@ -128,7 +142,14 @@ func (n *Node) StartNetworkManager(ctx context.Context) error {
 	if n.opts.Debug {
 		argv[3] = "--log-level=DEBUG"
 	}
-	d, err := n.startDaemon("NetworkManager", argv...)
+	if _, _, err := n.checkNetNS("NetworkManager"); err != nil {
+		return err
+	}
+	extra, err := n.networkManagerExtra()
+	if err != nil {
+		return fmt.Errorf("start NetworkManager: %w", err)
+	}
+	d, err := n.startDaemonWith("NetworkManager", extra, argv...)
 	if err != nil {
 		return err
 	}
@@ -180,6 +201,10 @@ func (n *Node) PID(name string) int {
 }
 
 func (n *Node) startDaemon(name string, argv ...string) (*daemon, error) {
+	return n.startDaemonWith(name, launchExtra{}, argv...)
+}
+
+func (n *Node) startDaemonWith(name string, extra launchExtra, argv ...string) (*daemon, error) {
 	n.mu.Lock()
 	downed, running := n.downed, n.daemons[name]
 	n.mu.Unlock()
@@ -189,7 +214,7 @@ func (n *Node) startDaemon(name string, argv ...string) (*daemon, error) {
 	if running != nil && !running.Exited() {
 		return nil, fmt.Errorf("start %s: already running as pid %d", name, running.Pid)
 	}
-	d, err := n.launch(name, argv...)
+	d, err := n.launch(name, extra, argv...)
 	if err != nil {
 		return nil, err
 	}
@@ -363,7 +388,7 @@ func (n *Node) Down(ctx context.Context) error {
 		errs = append(errs, err)
 		helpers = descendants(ps, roots)
 	}
-	for _, name := range []string{"NetworkManager", "firewalld", "dbus"} {
+	for _, name := range []string{"NetworkManager", "networkd", "firewalld", "dbus"} {
 		if name == "dbus" && bus != nil {
 			bus.Close()
 		}

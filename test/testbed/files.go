@@ -8,10 +8,11 @@ import (
 )
 
 // firewalldConf is written rather than copied from the host so that tests see firewalld's
-// packaged defaults (/usr/lib/firewalld) and nothing of the host's own configuration.
+// packaged defaults (/usr/lib/firewalld) and nothing of the host's own configuration. Its
+// argument is the backend, nftables or iptables.
 const firewalldConf = `# calico-prep test bed
 DefaultZone=public
-FirewallBackend=nftables
+FirewallBackend=%s
 CleanupOnExit=yes
 CleanupModulesOnExit=no
 Lockdown=no
@@ -75,6 +76,7 @@ func privateMounts() []string {
 		"/var/lib/NetworkManager",
 		"/etc/resolv.conf",
 		"/etc/hostname",
+		"/etc/systemd",
 		"/run",
 	}
 }
@@ -90,6 +92,8 @@ func writeRoot(n *Node) error {
 		"etc/dbus-1",
 		"var/lib/NetworkManager", "var/lib/calico-prep",
 		"run/dbus", "run/NetworkManager/conf.d",
+		// networkd creates /run/systemd/netif itself, owned by the user it drops to.
+		"etc/systemd/network", "run/systemd",
 		"log",
 	}
 	for _, d := range dirs {
@@ -101,7 +105,7 @@ func writeRoot(n *Node) error {
 	files := []struct {
 		path, content string
 	}{
-		{"etc/firewalld/firewalld.conf", firewalldConf},
+		{"etc/firewalld/firewalld.conf", fmt.Sprintf(firewalldConf, n.opts.FirewalldBackend)},
 		{"etc/NetworkManager/NetworkManager.conf", networkManagerConf},
 		{"etc/dbus-1/system.conf", fmt.Sprintf(busConf, sock)},
 		{"etc/hostname", n.Name + "\n"},

@@ -25,7 +25,8 @@ const launcherRefused = 97
 // namespace. Its arguments: Dir, the node's netns inode, the host's netns inodes and mount
 // namespace inodes (space-separated), then the daemon's argv. It checks the namespaces before
 // the first mount (a bind mount in the host's mount namespace would cover the host's /run),
-// covers the daemon's paths with Dir's, mounts the namespace's own sysfs read-only, checks
+// covers the daemon's paths with Dir's (and, for a daemon built from upstream, Debian's files
+// with the build's, from $TESTBED_BINDS), mounts the namespace's own sysfs read-only, checks
 // again and execs the daemon under its own PID.
 const launchScript = `set -eu
 dir=$1 want=$2 hostnet=$3 hostmnt=$4
@@ -49,6 +50,10 @@ check "$1"
 for p in %s; do
 	mount -n --bind "$dir$p" "$p"
 done
+# A daemon built from upstream (hack/build-upstream.sh) covers Debian's files: SOURCE=TARGET pairs.
+for b in ${TESTBED_BINDS:-}; do
+	mount -n --bind "${b%%%%=*}" "${b#*=}"
+done
 mount -n -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys
 check "$1"
 exec "$@"
@@ -57,25 +62,45 @@ exec "$@"
 // daemon is a process the node started, under the name it is known by ("firewalld").
 type daemon = testkit.Proc
 
-// launch starts argv inside the node: a network namespace that is not the host's (checked
-// here and again by the launcher right before exec) and a private mount namespace.
-func (n *Node) launch(name string, argv ...string) (*daemon, error) {
+// launchExtra is what a daemon needs beyond the node's private directories.
+type launchExtra struct {
+	// env is added to the daemon's environment.
+	env []string
+	// binds are host paths the launcher covers, target → source, in the daemon's mount
+	// namespace only.
+	binds map[string]string
+}
+
+// checkNetNS refuses to start name unless the node's network namespace is its own and not
+// the host's, and returns that namespace's inode and the host's namespaces. Start functions
+// call it before they build or write anything.
+func (n *Node) checkNetNS(name string) (uint64, map[uint64]bool, error) {
 	if n.NetNS == "" || n.Dir == "" {
-		return nil, fmt.Errorf("start %s: node has no namespace or directory", name)
+		return 0, nil, fmt.Errorf("start %s: node has no namespace or directory", name)
 	}
 	ino, err := nsInode(n.NetNS)
 	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
+		return 0, nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	hostNet, err := hostNamespaces("net")
 	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
+		return 0, nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	if hostNet[ino] {
-		return nil, fmt.Errorf("start %s in %q (net:[%d]): %w", name, n.NetNS, ino, ErrHostNetNS)
+		return 0, nil, fmt.Errorf("start %s in %q (net:[%d]): %w", name, n.NetNS, ino, ErrHostNetNS)
 	}
 	if n.netnsIno != 0 && ino != n.netnsIno {
-		return nil, fmt.Errorf("start %s in %q (net:[%d]): the node's namespace is net:[%d]: %w", name, n.NetNS, ino, n.netnsIno, ErrHostNetNS)
+		return 0, nil, fmt.Errorf("start %s in %q (net:[%d]): the node's namespace is net:[%d]: %w", name, n.NetNS, ino, n.netnsIno, ErrHostNetNS)
+	}
+	return ino, hostNet, nil
+}
+
+// launch starts argv inside the node: a network namespace that is not the host's (checked
+// here and again by the launcher right before exec) and a private mount namespace.
+func (n *Node) launch(name string, extra launchExtra, argv ...string) (*daemon, error) {
+	ino, hostNet, err := n.checkNetNS(name)
+	if err != nil {
+		return nil, err
 	}
 	hostMnt, err := hostNamespaces("mnt")
 	if err != nil {
@@ -87,6 +112,19 @@ func (n *Node) launch(name string, argv ...string) (*daemon, error) {
 			return nil, fmt.Errorf("start %s: the host has no %q to cover with a private copy: %w", name, p, err)
 		}
 	}
+	var binds []string
+	for target, source := range extra.binds {
+		for _, p := range []string{target, source} {
+			if _, err := os.Stat(p); err != nil {
+				return nil, fmt.Errorf("start %s: cannot cover %q with %q: %w", name, target, source, err)
+			}
+			if strings.ContainsAny(p, " \t\n=") {
+				return nil, fmt.Errorf("start %s: path %q holds a blank or '='", name, p)
+			}
+		}
+		binds = append(binds, source+"="+target)
+	}
+	sort.Strings(binds)
 	logf, err := os.OpenFile(n.logPath(name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: open log: %w", name, err)
@@ -105,7 +143,9 @@ func (n *Node) launch(name string, argv ...string) (*daemon, error) {
 		"LANG=C.UTF-8",
 		"PYTHONDONTWRITEBYTECODE=1",
 		"DBUS_SYSTEM_BUS_ADDRESS=" + n.BusAddress,
+		"TESTBED_BINDS=" + strings.Join(binds, " "),
 	}
+	cmd.Env = append(cmd.Env, extra.env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// In a process group of its own, a terminal's Ctrl-C reaches the CLI, which tears down in
 	// order; the daemon dies with a test binary that crashes before its cleanup.

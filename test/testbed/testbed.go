@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 // Options say what a node holds. The zero value is a bare node named "node" with the uplink
@@ -41,6 +43,16 @@ type Options struct {
 	PodCIDR netip.Prefix
 	// Debug raises the daemons' log levels (firewalld --debug, NetworkManager DEBUG).
 	Debug bool
+	// Networkd starts Debian's systemd-networkd in the node.
+	Networkd bool
+	// FirewalldBackend is firewalld's FirewallBackend, nftables or iptables; "" means
+	// $CALICO_PREP_TESTBED_FIREWALLD_BACKEND, else nftables.
+	FirewalldBackend string
+	// FirewalldVersion and NetworkManagerVersion run a daemon built from that upstream release
+	// (hack/build-upstream.sh) in place of Debian's package, in the node's mount namespace
+	// only; "debian" is Debian's package. "" means $CALICO_PREP_TESTBED_FIREWALLD or
+	// $CALICO_PREP_TESTBED_NETWORKMANAGER, else Debian's.
+	FirewalldVersion, NetworkManagerVersion string
 }
 
 // Node is one sandboxed node. Its exported fields are fixed once Start returns, except Pods,
@@ -57,6 +69,14 @@ type Node struct {
 	NMConfDir string `json:"nmConfDir"`
 	// FirewalldDir is what firewalld in this node reads and writes as /etc/firewalld.
 	FirewalldDir string `json:"firewalldDir"`
+	// NetworkdConfDir is what systemd-networkd in this node reads as /etc/systemd/network; its
+	// networkd.conf and networkd.conf.d are next to it.
+	NetworkdConfDir string `json:"networkdConfDir"`
+	// FirewalldVersion, NetworkManagerVersion ("debian" for Debian's package) and
+	// FirewalldBackend say which daemons the node runs.
+	FirewalldVersion      string `json:"firewalldVersion"`
+	NetworkManagerVersion string `json:"networkManagerVersion"`
+	FirewalldBackend      string `json:"firewalldBackend"`
 	// StateDir is a private /var/lib/calico-prep for the agent.
 	StateDir string `json:"stateDir"`
 	// LogDir holds dbus.log, firewalld.log and NetworkManager.log.
@@ -122,6 +142,7 @@ var (
 // down in t.Cleanup. When the test failed, the tails of the daemons' logs are logged first.
 func Up(t testing.TB, opts Options) *Node {
 	t.Helper()
+	testkit.NeedsRoot(t, "starts a sandboxed node: network and mount namespaces, a private system bus and its daemons")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	n, err := Start(ctx, opts)
@@ -130,7 +151,7 @@ func Up(t testing.TB, opts Options) *Node {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, name := range []string{"dbus", "firewalld", "NetworkManager"} {
+			for _, name := range []string{"dbus", "firewalld", "NetworkManager", "networkd"} {
 				if tail := n.LogTail(name, 40); tail != "" {
 					t.Logf("node %s: tail of %s.log:\n%s", n.Name, name, tail)
 				}
@@ -148,7 +169,7 @@ func Up(t testing.TB, opts Options) *Node {
 // Start starts a node. On error everything it made is torn down again; on success the caller
 // calls Down.
 func Start(ctx context.Context, opts Options) (n *Node, err error) {
-	opts, err = opts.withDefaults()
+	opts, err = opts.withEnv(os.Getenv).withDefaults()
 	if err != nil {
 		return nil, err
 	}
@@ -162,8 +183,12 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 		UplinkAddr: opts.UplinkAddr,
 		Gateway:    gatewayOf(opts.UplinkAddr),
 		opts:       opts,
-		id:         hex.EncodeToString(idb[:]),
-		daemons:    map[string]*daemon{},
+
+		FirewalldVersion:      opts.FirewalldVersion,
+		NetworkManagerVersion: opts.NetworkManagerVersion,
+		FirewalldBackend:      opts.FirewalldBackend,
+		id:                    hex.EncodeToString(idb[:]),
+		daemons:               map[string]*daemon{},
 	}
 	defer func() {
 		if err != nil {
@@ -237,7 +262,7 @@ func (o Options) withDefaults() (Options, error) {
 	if o.PodCIDR.Overlaps(o.UplinkAddr.Masked()) {
 		return o, fmt.Errorf("invalid Options.PodCIDR %q: overlaps the uplink network %s", o.PodCIDR, o.UplinkAddr.Masked())
 	}
-	return o, nil
+	return o.variantDefaults()
 }
 
 func checkLinkName(name string) error {
@@ -293,6 +318,7 @@ func (n *Node) makeFiles(context.Context) error {
 	}
 	n.BusAddress = "unix:path=" + sock
 	n.FirewalldDir = filepath.Join(n.Dir, "etc", "firewalld")
+	n.NetworkdConfDir = filepath.Join(n.Dir, "etc", "systemd", "network")
 	n.NMConfDir = filepath.Join(n.Dir, "etc", "NetworkManager", "conf.d")
 	n.StateDir = filepath.Join(n.Dir, "var", "lib", "calico-prep")
 	n.LogDir = filepath.Join(n.Dir, "log")

@@ -23,7 +23,8 @@ func TestOptionsDefaultsAndValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Options{Name: "node", Uplink: "ens33", UplinkAddr: netip.MustParsePrefix("192.168.79.128/24"), PodCIDR: netip.MustParsePrefix("10.65.128.0/24")}
+	want := Options{Name: "node", Uplink: "ens33", UplinkAddr: netip.MustParsePrefix("192.168.79.128/24"), PodCIDR: netip.MustParsePrefix("10.65.128.0/24"),
+		FirewalldBackend: "nftables", FirewalldVersion: Debian, NetworkManagerVersion: Debian}
 	if got != want {
 		t.Errorf("defaults = %+v, want %+v", got, want)
 	}
@@ -435,7 +436,7 @@ func TestDownIsIdempotentAndStopsEverything(t *testing.T) {
 func TestHostUnchanged(t *testing.T) {
 	ctx := testContext(t)
 	before := snapshotHost(t, ctx, "hostcheck")
-	n, err := Start(ctx, Options{Name: "hostcheck", Firewalld: true, NetworkManager: true, Calico: true})
+	n, err := Start(ctx, Options{Name: "hostcheck", Firewalld: true, NetworkManager: true, Networkd: true, Calico: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,6 +458,12 @@ func TestHostUnchanged(t *testing.T) {
 		t.Error(err)
 	}
 	if err := n.StartNetworkManager(ctx); err != nil {
+		t.Error(err)
+	}
+	if err := n.StopNetworkd(ctx); err != nil {
+		t.Error(err)
+	}
+	if err := n.StartNetworkd(ctx); err != nil {
 		t.Error(err)
 	}
 	during := snapshotHost(t, ctx, "hostcheck")

@@ -167,3 +167,19 @@ func Tail(path string, n int) string {
 	}
 	return LastLines(string(data), n)
 }
+
+// RootEnv is set to 1 by hack/test.sh, which runs the suite as root: there a test that needs
+// root and finds none fails instead of skipping, so that no real-component test is silently lost.
+const RootEnv = "CALICO_PREP_TEST_AS_ROOT"
+
+// NeedsRoot skips t, saying why, when the test does not run as root; under RootEnv=1 it fails.
+func NeedsRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv(RootEnv) == "1" {
+		t.Fatalf("needs root (%s), and %s=1 says the suite runs as root", why, RootEnv)
+	}
+	t.Skipf("needs root: %s", why)
+}
