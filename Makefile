@@ -11,7 +11,7 @@ endif
 # The one build command; the Dockerfile runs the same line.
 GOBUILD = CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 
-.PHONY: build image e2e-cluster demo test check bench fuzz-long soak calico test-calico
+.PHONY: build image e2e-cluster e2e-calico demo test check bench fuzz-long soak calico test-calico
 
 build:
 	$(GOBUILD) -o bin/agent ./cmd/agent
@@ -46,6 +46,11 @@ image:
 # "Deploy"); hack/test.sh runs it too.
 e2e-cluster:
 	hack/e2e-cluster.sh
+
+# The acceptance test: the real Calico, built from source, on a two-node cluster prepared by
+# calico-prep (README, "The proof"); hack/test.sh runs it too.
+e2e-calico:
+	hack/e2e-calico.sh
 
 # The agent's full job against a sandboxed node (real firewalld, NetworkManager, netlink links).
 demo:

@@ -57,6 +57,8 @@ mapfile -t packages < <(go list ./... | grep -v '/test/cluster$')
 step "go test -race" go test -race -count=1 -timeout 40m "${packages[@]}"
 step "go test without root" hack/test-nonroot.sh
 step "e2e cluster" hack/e2e-cluster.sh
+# The acceptance test: the real Calico on that cluster, prepared by calico-prep (README, "The proof").
+step "e2e Calico" hack/e2e-calico.sh
 # The real calico-node in two test-bed nodes (build tag calico: it needs hack/build-calico.sh).
 step "real Calico (test/calico)" go test -race -tags calico -count=1 -timeout 20m ./test/calico
 step "version matrix" hack/test-matrix.sh

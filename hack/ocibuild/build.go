@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -73,7 +74,7 @@ func run(cfg config) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("create %q: %w", tmp, err)
 	}
-	if err := writeTar(f, filepath.Join(dir, "layout"), cfg.created, false); err != nil {
+	if err := writeTar(f, filepath.Join(dir, "layout"), cfg.created, false, false); err != nil {
 		f.Close()
 		return "", fmt.Errorf("write layout tar: %w", err)
 	}
@@ -94,7 +95,7 @@ func run(cfg config) (string, error) {
 // image is one platform's image: the empty base plus one layer holding the directory.
 func image(cfg config, p platformDir) (v1.Image, error) {
 	var layerTar bytes.Buffer
-	if err := writeTar(&layerTar, p.dir, cfg.created, true); err != nil {
+	if err := writeTar(&layerTar, p.dir, cfg.created, true, cfg.owners); err != nil {
 		return nil, fmt.Errorf("pack %q: %w", p.dir, err)
 	}
 	data := layerTar.Bytes()
@@ -139,10 +140,10 @@ func image(cfg config, p platformDir) (v1.Image, error) {
 	return img, nil
 }
 
-// writeTar writes the tree under root as a tar with sorted entries, all owned by 0:0 and dated
-// mtime. Layers keep the files' permission bits; the layout tar gets 0644/0755, since its
-// files' modes say nothing.
-func writeTar(w io.Writer, root string, mtime time.Time, keepModes bool) error {
+// writeTar writes the tree under root as a tar with sorted entries, dated mtime and owned by 0:0
+// unless keepOwners. Layers keep the files' permission bits; the layout tar gets 0644/0755,
+// since its files' modes say nothing.
+func writeTar(w io.Writer, root string, mtime time.Time, keepModes, keepOwners bool) error {
 	var paths []string
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -165,6 +166,9 @@ func writeTar(w io.Writer, root string, mtime time.Time, keepModes bool) error {
 			return err
 		}
 		hdr := &tar.Header{Name: rel, ModTime: mtime, Uid: 0, Gid: 0}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && keepOwners {
+			hdr.Uid, hdr.Gid = int(st.Uid), int(st.Gid)
+		}
 		mode := int64(fi.Mode().Perm())
 		for bit, unix := range map[fs.FileMode]int64{fs.ModeSetuid: 0o4000, fs.ModeSetgid: 0o2000, fs.ModeSticky: 0o1000} {
 			if fi.Mode()&bit != 0 {

@@ -9,7 +9,7 @@
 //
 //	ocibuild -o OUT.tar -platform OS/ARCH[/VARIANT]=DIR [-platform …] -name REF [-name …]
 //	         [-entrypoint JSON] [-cmd JSON] [-user U] [-workdir DIR] [-env K=V …] [-label K=V …]
-//	         [-sbom OUT.spdx.json]
+//	         [-sbom OUT.spdx.json] [-owners]
 //
 //	-o          the OCI layout tar to write (replaced atomically)
 //	-platform   a platform and the directory holding its root filesystem, one layer each;
@@ -21,6 +21,8 @@
 //	-entrypoint, -cmd   JSON arrays, e.g. '["/agent","run"]'
 //	-user, -workdir     as in the image config ("0:0", "/")
 //	-env, -label        repeatable K=V; labels go on every image config and on the index
+//	-owners     keep the files' numeric owners in the layers (default: everything 0:0), for an
+//	            image whose non-root user must own what the directory gave it
 //	-sbom       also write an SPDX 2.3 JSON document describing the image by its index digest
 //	            and every Go binary in the directories (module, dependencies, Go version, read
 //	            from the binaries' build information)
@@ -67,6 +69,7 @@ type config struct {
 	env        []string
 	labels     map[string]string
 	created    time.Time
+	owners     bool
 }
 
 type platformDir struct {
@@ -102,6 +105,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.workdir, "workdir", "", "working directory")
 	fs.Var(&env, "env", "K=V, repeatable")
 	fs.Var(&labels, "label", "K=V, repeatable")
+	fs.BoolVar(&cfg.owners, "owners", false, "keep the files' numeric owners in the layers")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}

@@ -104,7 +104,7 @@ func TestStaleRulesFollowTheConfiguration(t *testing.T) {
 	expect("4789", "udp", true)
 
 	// cleanup still finds exactly what calico-prep added and is left: 179/tcp, ipencap, 4789/udp.
-	if err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
+	if _, err := firewalld.Cleanup(ctx, c, n.StateDir); err != nil {
 		t.Fatal(err)
 	}
 	expect("4789", "udp", false)

@@ -109,8 +109,14 @@ spec:
 		}
 	}
 	for i, c := range nodes {
-		installGuard(t, c.node, c.node.UplinkAddr, netip.MustParsePrefix(peerNet), netip.MustParsePrefix(poolCIDR))
-		t.Cleanup(func() { checkGuard(t, context.Background(), c.node) })
+		if err := c.node.GuardEgress(ctx, c.node.UplinkAddr, netip.MustParsePrefix(peerNet), netip.MustParsePrefix(poolCIDR)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := c.node.CheckEgress(context.Background()); err != nil {
+				t.Error(err)
+			}
+		})
 		c.register(peers[i].Addr())
 	}
 	if _, err := admin.CoreV1().ServiceAccounts("default").Create(ctx,

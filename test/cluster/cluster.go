@@ -43,7 +43,26 @@ type Options struct {
 	Images []string
 	// Debug raises firewalld's and NetworkManager's log levels.
 	Debug bool
+	// Seed lays the nodes out like the seed's hosts: every node's ens33 on one LAN, SeedLAN
+	// (node-a .128, node-b .129, …), whose gateway .1 (a bridge in the core namespace) routes
+	// to VIP, and a second NIC, ens34, on a host-only network of the node's own (HostOnlyNet,
+	// reaching no other node). ens34 comes after ens33, so calico-node's first-found, which
+	// takes the highest ifindex, picks it. The kubelet's node IP stays ens33's. Without Seed,
+	// each node's ens33 has 172.30.N.2/24 on a LAN of its own, routed to the others.
+	Seed bool
+	// EgressGuard puts testbed's egress guard into every node before anything runs there:
+	// the test fails if any of the node's processes or pods sends to an address outside the
+	// cluster's own networks (uplinks, VIP, the service CIDR; AllowEgress adds more) or asks
+	// for a name.
+	EgressGuard bool
 }
+
+var (
+	// SeedLAN is the LAN of Options.Seed's ens33, the seed guide's 192.168.79.0/24.
+	SeedLAN = netip.MustParsePrefix("192.168.79.0/24")
+	// HostOnlyNet is the network of Options.Seed's ens34.
+	HostOnlyNet = netip.MustParsePrefix("10.10.10.0/24")
+)
 
 // Cluster is a running cluster.
 type Cluster struct {
@@ -63,6 +82,8 @@ type Cluster struct {
 	kubeDir, containerdDir string
 	repo                   string
 	kcm, scheduler         *testkit.Proc
+	// nodeInit is the pause program, every node's init.
+	nodeInit string
 }
 
 // Up starts a cluster for the test and tears it down in t.Cleanup; it fails the test if any
@@ -110,6 +131,7 @@ func Up(t testing.TB, opts Options) *Cluster {
 	phase("images", func() error {
 		pause, err = c.BuildImage(ctx, "pause", []string{PauseImage}, []string{"/pause"}, "65535:65535",
 			map[string]string{"pause": "./test/cluster/cmd/pause"})
+		c.nodeInit = filepath.Join(c.Dir, "images", "pause", "pause")
 		return err
 	})
 	phase("control plane", func() error {
@@ -119,9 +141,15 @@ func Up(t testing.TB, opts Options) *Cluster {
 	phase("nodes", func() error {
 		for i := range opts.Nodes {
 			name := fmt.Sprintf("node-%c", 'a'+i)
+			uplink := netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 30, byte(i + 1), 2}), 24)
+			if opts.Seed {
+				uplink = netip.PrefixFrom(nthHost(SeedLAN, 128+i), SeedLAN.Bits())
+			}
+			// NetworkManager starts once the node's links are in place (below), as at boot: a
+			// veth that gains its carrier while NetworkManager watches becomes a managed
+			// device without a connection, and NetworkManager removes its address.
 			tb, err := testbed.Start(ctx, testbed.Options{
-				Name: name, Firewalld: true, NetworkManager: true, Debug: opts.Debug,
-				UplinkAddr: netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 30, byte(i + 1), 2}), 24),
+				Name: name, Firewalld: true, Debug: opts.Debug, UplinkAddr: uplink,
 			})
 			if err != nil {
 				return err
@@ -144,7 +172,30 @@ func Up(t testing.TB, opts Options) *Cluster {
 					t.Errorf("tear down node %s: %v", n.Name, err)
 				}
 			})
-			if err := c.route(ctx, i, n); err != nil {
+			allowed := []netip.Prefix{n.UplinkAddr.Masked(), netip.PrefixFrom(VIP, 32), serviceCIDR}
+			if opts.Seed {
+				err = c.seed(ctx, i, n)
+				allowed = append(allowed, HostOnlyNet)
+			} else {
+				err = c.route(ctx, i, n)
+			}
+			if err != nil {
+				return err
+			}
+			if opts.EgressGuard {
+				if err := n.GuardEgress(ctx, allowed...); err != nil {
+					return err
+				}
+				// Registered after the node's teardown, so it runs before it.
+				t.Cleanup(func() {
+					ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+					defer cancel()
+					if err := n.CheckEgress(ctx); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+			if err := n.StartNetworkManager(ctx); err != nil {
 				return err
 			}
 		}
@@ -267,6 +318,66 @@ func (c *Cluster) route(ctx context.Context, i int, n *Node) error {
 	return testbed.InNetNS(lan, func() error {
 		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
 	})
+}
+
+// seed joins node i to the seed's LAN and gives it its host-only NIC (Options.Seed). The LAN
+// is a bridge in the core namespace holding the gateway address; the end of the node's uplink
+// that the test bed put into the node's LAN namespace moves onto it. The host-only NIC is a
+// veth whose other end stays in the node's LAN namespace, which now leads nowhere.
+func (c *Cluster) seed(ctx context.Context, i int, n *Node) error {
+	core, lan := c.CoreNetNS, n.LANNetNS()
+	if i == 0 {
+		gw := netip.PrefixFrom(nthHost(SeedLAN, 1), SeedLAN.Bits())
+		for _, l := range []string{"link add seed type bridge", "address add " + gw.String() + " dev seed", "link set seed up"} {
+			if _, err := testbed.ExecNS(ctx, core, "ip", strings.Fields(l)...); err != nil {
+				return err
+			}
+		}
+	}
+	port := "lan-" + n.Name
+	hostOnly := netip.PrefixFrom(nthHost(HostOnlyNet, 10+i), HostOnlyNet.Bits())
+	steps := []struct {
+		ns   string
+		line string
+	}{
+		{lan, "link set eth0 name " + port},
+		{lan, "link set " + port + " netns " + filepath.Base(core)},
+		{core, "link set " + port + " master seed"},
+		{core, "link set " + port + " up"},
+		{n.NetNS, "link add ens34 type veth peer name hostonly netns " + filepath.Base(lan)},
+		{n.NetNS, "address add " + hostOnly.String() + " dev ens34"},
+		{n.NetNS, "link set ens34 up"},
+		{lan, "link set hostonly up"},
+	}
+	for _, s := range steps {
+		if _, err := testbed.ExecNS(ctx, s.ns, "ip", strings.Fields(s.line)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nthHost is the n-th address after p's network address.
+func nthHost(p netip.Prefix, n int) netip.Addr {
+	a := p.Masked().Addr()
+	for range n {
+		a = a.Next()
+	}
+	return a
+}
+
+// serviceCIDR is the apiserver's service range (test/kubetest), which holds ServiceIP.
+var serviceCIDR = netip.PrefixFrom(kubetest.ServiceIP, 12).Masked()
+
+// AllowEgress lets every node's egress guard (Options.EgressGuard) pass traffic to p, e.g. the
+// pod CIDR once it is chosen.
+func (c *Cluster) AllowEgress(ctx context.Context, p netip.Prefix) error {
+	for _, n := range c.Nodes {
+		if err := n.AllowEgress(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // waitNodes waits until every node is registered, the controller manager has given the

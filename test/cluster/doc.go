@@ -10,7 +10,16 @@
 // kube-proxies reach the apiserver at VIP, and pods at the "kubernetes" Service's ClusterIP
 // through kube-proxy (nftables mode), whose rules live in the node's namespace only. No CNI is
 // installed, so every node stays NotReady, the state calico-prep is deployed into; hostNetwork
-// pods run.
+// pods run. Options.Seed lays the nodes out like the seed guide's hosts instead: every ens33 in
+// 192.168.79.0/24 on one LAN (a bridge in the core namespace holding the gateway), plus a
+// second NIC, ens34, on a host-only network of the node's own. Options.EgressGuard puts the test
+// bed's egress guard into every node before anything runs there.
+//
+// Each node's own processes. Every node has its own PID namespace with its own /proc, whose PID
+// 1 is the node's init (the pause program, which reaps orphans): kubelet, containerd, kube-proxy
+// and every container run in it, so a pod that enters PID 1's mount namespace through a hostPath
+// /proc (Calico's ebpf-bootstrap does, with mountns) enters the node's and never the host's.
+// containerd reports PIDs of that namespace; Node.HostPID translates them.
 //
 // Each node's own filesystem. kubelet, containerd, kube-proxy and every container share one
 // mount namespace per node (kubelet's volume mounts must be visible to containerd), set up

@@ -190,7 +190,8 @@ func podReady(p corev1.Pod) bool {
 
 // task is a running container as containerd has it.
 type task struct {
-	id  string
+	id string
+	// pid is the host's PID of the container's first process (containerd reports the node's).
 	pid int
 }
 
@@ -214,7 +215,11 @@ func containerOf(t *testing.T, n *Node, pod corev1.Pod, name string) task {
 			if len(f) == 3 && f[0] == id && f[2] == "RUNNING" {
 				var pid int
 				fmt.Sscan(f[1], &pid)
-				return task{id: id, pid: pid}
+				hostPID, err := n.HostPID(pid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return task{id: id, pid: hostPID}
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,8 @@ type hostState struct {
 	sysctls  map[string]string
 	cgroups  []string
 	children []string
+	// links are the host's links with the names Calico gives its own.
+	links []string
 }
 
 // hostPaths are what a kubelet, containerd, kube-proxy or the deployed pods would write on a
@@ -103,6 +106,17 @@ func snapshotHost(t *testing.T) hostState {
 			}
 		}
 	}
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range ifaces {
+		for _, p := range []string{"cali", "tunl", "vxlan.calico", "vxlan-v6.calico", "wireguard.cali", "wg-v6.cali", "bpfin.cali", "bpfout.cali"} {
+			if strings.HasPrefix(i.Name, p) {
+				s.links = append(s.links, i.Name)
+			}
+		}
+	}
 	ps, _ := os.ReadDir("/proc")
 	for _, p := range ps {
 		stat, err := os.ReadFile(filepath.Join("/proc", p.Name(), "stat"))
@@ -157,6 +171,7 @@ func (s hostState) diff(after hostState, withChildren bool) string {
 	list("file", s.files, after.files)
 	list("mount", s.mounts, after.mounts)
 	list("cgroup", s.cgroups, after.cgroups)
+	list("link", s.links, after.links)
 	if withChildren {
 		list("child process", s.children, after.children)
 	}

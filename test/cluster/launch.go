@@ -17,14 +17,15 @@ import (
 // guardScript is the namespace check every launcher runs before its first mount and again right
 // before exec: the process must be in the node's network namespace (net:[$want]), in neither of
 // the host's network and mount namespaces, and, once the node's mount namespace exists, in that
-// one ($wantmnt, empty before).
+// one ($wantmnt, empty before). /proc/self, not /proc/$$: in the node's PID namespace $$ is a PID
+// of that namespace, and before the node's /proc is mounted /proc is the host's.
 const guardScript = `refuse() {
 	echo "cluster-launch: refusing to start $1: $2" >&2
 	exit 97
 }
 check() {
-	net=$(readlink /proc/$$/ns/net)
-	mnt=$(readlink /proc/$$/ns/mnt)
+	net=$(readlink /proc/self/ns/net)
+	mnt=$(readlink /proc/self/ns/mnt)
 	for i in $hostmnt; do
 		[ "$mnt" != "mnt:[$i]" ] || refuse "$1" "it would share the host mount namespace $mnt"
 	done
@@ -43,10 +44,11 @@ joincg() {
 }
 `
 
-// rootScript makes the node's mount namespace (see the package doc) and execs the holder that
-// keeps it. Arguments: dir want hostnet hostmnt hierarchies cgroup, then argv. The overlays come
-// first (they make the bind targets exist without creating them on the host), /run and /tmp last
-// (the node's directory is under /tmp, and /etc/resolv.conf may be a symlink into /run).
+// rootScript runs as PID 1 of the node's PID namespace: it makes the node's mount namespace
+// (see the package doc) with the node's own /proc and execs the node's init, which keeps both.
+// Arguments: dir want hostnet hostmnt hierarchies cgroup, then argv. The overlays come first
+// (they make the bind targets exist without creating them on the host), /run and /tmp last (the
+// node's directory is under /tmp, and /etc/resolv.conf may be a symlink into /run).
 const rootScript = `set -eu
 dir=$1 want=$2 hostnet=$3 hostmnt=$4 hierarchies=$5 cg=$6 wantmnt=
 shift 6
@@ -60,6 +62,7 @@ for p in %[2]s; do
 	if [ -d "$dir$p" ]; then mkdir -p "$p"; else [ -e "$p" ] || touch "$p"; fi
 	mount -n --bind "$dir$p" "$p"
 done
+mount -n -t proc -o nosuid,nodev,noexec proc /proc
 mkdir -p "$dir/mnt/cgroup"
 mount -n --rbind /sys/fs/cgroup "$dir/mnt/cgroup"
 mount -n -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys
@@ -80,15 +83,17 @@ check "$1"
 exec "$@"
 `
 
-// enterScript runs a command in the node's mount namespace, entered by nsenter. Arguments: want
-// hostnet hostmnt wantmnt hierarchies cgroup, then argv.
+// enterScript runs a command in the node's mount and PID namespaces, entered by nsenter, which
+// forks into the PID namespace and waits: the command gets SIGTERM when that nsenter ends, so
+// stopping the nsenter stops the command. Arguments: want hostnet hostmnt wantmnt hierarchies
+// cgroup, then argv.
 const enterScript = `set -eu
 want=$1 hostnet=$2 hostmnt=$3 wantmnt=$4 hierarchies=$5 cg=$6
 shift 6
 ` + guardScript + `
 joincg "$cg"
 check "$1"
-exec "$@"
+exec setpriv --pdeathsig TERM -- "$@"
 `
 
 // overlays are the host directories whose writes the node keeps in its own directory.
@@ -141,7 +146,10 @@ type nodeLauncher struct {
 	hierarchies []string
 	logDir      string
 	mntIno      uint64 // the node's mount namespace, once the holder runs
-	holder      *testkit.Proc
+	// holder is the unshare that made the node's namespaces; initPID (a PID of the host) is
+	// its child, PID 1 of the node's PID namespace, the node's init.
+	holder  *testkit.Proc
+	initPID int
 }
 
 func (l *nodeLauncher) hostInodes() (net, mnt string, err error) {
@@ -168,36 +176,44 @@ func joinInodes(set map[uint64]bool) string {
 	return strings.Join(s, " ")
 }
 
-// startRoot makes the node's mount namespace and starts the process that holds it.
-func (l *nodeLauncher) startRoot() error {
+// startRoot makes the node's PID and mount namespaces and starts its init, which holds them:
+// /proc/1 in the node is the node's init, as on a machine of its own, so a pod that enters the
+// mount namespace of PID 1 through a hostPath /proc (Calico's ebpf-bootstrap does) enters the
+// node's. When the holder ends, the kernel kills everything in the PID namespace.
+func (l *nodeLauncher) startRoot(init string) error {
 	hostNet, hostMnt, err := l.hostInodes()
 	if err != nil {
 		return err
 	}
 	script := fmt.Sprintf(rootScript, strings.Join(overlays, " "), strings.Join(privatePaths, " "),
 		strings.Join(sortedKeys(kubeletSysctls), " "))
-	argv := []string{"--net=" + l.tb.NetNS, "--", "unshare", "--mount", "--propagation", "private", "--",
+	argv := []string{"--net=" + l.tb.NetNS, "--", "unshare", "--mount", "--propagation", "private",
+		"--pid", "--fork", "--kill-child", "--",
 		"/bin/sh", "-c", script, "cluster-root", l.dir, strconv.FormatUint(l.tb.NetNSInode(), 10), hostNet, hostMnt,
-		strings.Join(l.hierarchies, " "), l.cgroup + "/holder", "sleep", "infinity"}
+		strings.Join(l.hierarchies, " "), l.cgroup + "/holder", init}
 	p, err := l.start("holder", "nsenter", argv, "")
 	if err != nil {
 		return err
 	}
 	l.holder = p
-	// The holder's mount namespace is the node's once the script has exec'd sleep.
+	// The node's namespaces are ready once the script has exec'd the init.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if p.Exited() {
 			return fmt.Errorf("node %s: mount namespace setup failed (%s):\n%s", l.tb.Name, p.State(), testkit.Tail(l.logPath("holder"), 20))
 		}
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p.Pid))
-		if strings.TrimSpace(string(comm)) == "sleep" {
-			ino, err := testbed.NamespaceInode(fmt.Sprintf("/proc/%d/ns/mnt", p.Pid))
-			if err != nil {
-				return err
+		children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.Pid, p.Pid))
+		if f := strings.Fields(string(children)); len(f) == 1 {
+			pid, _ := strconv.Atoi(f[0])
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			if strings.TrimSpace(string(comm)) == filepath.Base(init) {
+				ino, err := testbed.NamespaceInode(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+				if err != nil {
+					return err
+				}
+				l.mntIno, l.initPID = ino, pid
+				return nil
 			}
-			l.mntIno = ino
-			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("node %s: mount namespace setup still running after 30s:\n%s", l.tb.Name, testkit.Tail(l.logPath("holder"), 20))
@@ -216,7 +232,7 @@ func (l *nodeLauncher) run(name string, extraPath string, argv ...string) (*test
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"--target=" + strconv.Itoa(l.holder.Pid), "--mount", "--net", "--",
+	args := append([]string{"--target=" + strconv.Itoa(l.initPID), "--mount", "--net", "--pid", "--",
 		"/bin/sh", "-c", enterScript, "cluster-enter", strconv.FormatUint(l.tb.NetNSInode(), 10), hostNet, hostMnt,
 		strconv.FormatUint(l.mntIno, 10), strings.Join(l.hierarchies, " "), l.cgroup + "/" + name}, argv...)
 	return l.start(name, "nsenter", args, extraPath)

@@ -83,7 +83,7 @@ func (n *Node) up(ctx context.Context, c *Cluster, images []string) error {
 		return fmt.Errorf("node %s: turn on forwarding: %w", n.Name, err)
 	}
 	n.launcher = &nodeLauncher{tb: n.Node, dir: n.Dir, cgroup: n.CgroupRoot, hierarchies: hierarchies, logDir: n.LogDir}
-	if err := n.launcher.startRoot(); err != nil {
+	if err := n.launcher.startRoot(nodeInit); err != nil {
 		return err
 	}
 	if n.containerd, err = n.launcher.run("containerd", c.containerdDir,
@@ -187,7 +187,73 @@ func (n *Node) writeFiles(c *Cluster) error {
 			return err
 		}
 	}
-	return nil
+	// The node's init, in the upper layer of the node's /opt.
+	init, err := os.ReadFile(c.nodeInit)
+	if err != nil {
+		return err
+	}
+	dst := filepath.Join(n.Dir, "overlay/opt/upper", strings.TrimPrefix(nodeInit, "/opt/"))
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(dst, init, 0o755)
+}
+
+// nodeInit is where the node's init (the pause program, which reaps the orphans its PID
+// namespace hands it) is in the node.
+const nodeInit = "/opt/calico-prep-cluster/node-init"
+
+// HostPID translates a PID of the node's PID namespace, as containerd reports it for a
+// container's task, into the host's PID for it, for reading /proc/PID from the host.
+func (n *Node) HostPID(nodePID int) (int, error) {
+	initNS, err := nsPIDs(n.launcher.initPID)
+	if err != nil {
+		return 0, err
+	}
+	level := len(initNS) - 1 // the node's PID namespace among the host's process's NSpid entries
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		ns, err := nsPIDs(pid)
+		if err != nil || len(ns) <= level || ns[level] != nodePID {
+			continue
+		}
+		// Every node has a PID nodePID: the process must be in this node's cgroup tree.
+		cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		if err == nil && strings.Contains(string(cg), ":"+n.CgroupRoot+"/") {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("node %s: no process has PID %d in the node's PID namespace", n.Name, nodePID)
+}
+
+// nsPIDs is the NSpid line of /proc/PID/status: the process's PID in each PID namespace from
+// the host's down to its own.
+func nsPIDs(pid int) ([]int, error) {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(l, "NSpid:"); ok {
+			var out []int
+			for _, f := range strings.Fields(rest) {
+				v, err := strconv.Atoi(f)
+				if err != nil {
+					return nil, fmt.Errorf("parse NSpid of %d: %q", pid, l)
+				}
+				out = append(out, v)
+			}
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("no NSpid in /proc/%d/status", pid)
 }
 
 // containerdConfig: containerd's state in the node's /var/lib/containerd and /run/containerd,
