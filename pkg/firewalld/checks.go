@@ -438,17 +438,24 @@ func (m *manager) applyRule(ctx context.Context, r Rule) (err error) {
 		}
 	}
 	if !perm {
-		intent := own
-		intent.Permanent = true
-		if err := record(intent); err != nil {
-			return err
-		}
 		// Look the zone up again: after a reload its old object path may name another zone.
 		if pz, err = m.c.ConfigZone(ctx, zone); err != nil {
 			return fmt.Errorf("look up firewalld zone %q: %w", zone, err)
 		}
-		if err := st.notePackaged(ctx, pz); err != nil {
+		// The zone as packaged is recorded, like the rule, before the change.
+		noted, err := st.notePackaged(ctx, pz)
+		if err != nil {
 			return fmt.Errorf("read firewalld zone %q before changing it: %w", zone, err)
+		}
+		if noted {
+			if err := st.save(m.o.StateDir); err != nil {
+				return fmt.Errorf("record firewalld zone %q before changing it: %w", zone, err)
+			}
+		}
+		intent := own
+		intent.Permanent = true
+		if err := record(intent); err != nil {
+			return err
 		}
 		if r.IPProtocol != "" {
 			err = pz.AddProtocol(ctx, r.IPProtocol)
