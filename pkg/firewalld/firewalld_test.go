@@ -728,14 +728,15 @@ func TestOperatorFormsAndCallsPerPass(t *testing.T) {
 		}
 	}
 
-	calls := func(rules []firewalld.Rule) uint64 {
+	m := n.MonitorCalls(t, c.Conn())
+	calls := func(rules []firewalld.Rule) int {
 		o := opts
 		o.Rules = rules
 		checks := firewalld.Checks(c, o)
 		failIfNotReady(t, run(ctx, check.Reconcile, checks))
-		before := c.Calls()
+		m.Take(t, ctx)
 		failIfNotReady(t, run(ctx, check.VerifyOnly, checks))
-		return c.Calls() - before
+		return len(m.Take(t, ctx))
 	}
 	few := calls(firewalld.Rules(firewalld.RuleInput{BGP: true}))
 	many := calls(firewalld.Rules(firewalld.RuleInput{BGP: true, Typha: true, Encapsulation: calico.EncapVXLAN,
@@ -771,10 +772,10 @@ func TestReadsLastUntilFirewalldSignals(t *testing.T) {
 	}
 	settle()
 	failIfNotReady(t, run(ctx, check.VerifyOnly, checks)) // reads afresh after the apply's signals
-	before := c.Calls()
+	m := n.MonitorCalls(t, c.Conn())
 	failIfNotReady(t, run(ctx, check.VerifyOnly, checks))
-	if calls := c.Calls() - before; calls != 1 {
-		t.Errorf("a pass over a quiet firewalld made %d D-Bus calls, want 1 (is firewalld on the bus)", calls)
+	if calls := m.Take(t, ctx); len(calls) != 1 {
+		t.Errorf("a pass over a quiet firewalld made D-Bus calls %q, want 1 (is firewalld on the bus)", calls)
 	}
 
 	operator := dial(t, ctx, n)

@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 
 	"github.com/godbus/dbus/v5"
 
@@ -40,8 +39,6 @@ var (
 // Client talks to systemd-networkd over its own connection to the system bus.
 type Client struct {
 	conn *dbus.Conn
-	// changes counts calls that change networkd's state (Reload, ReconfigureLink).
-	changes atomic.Uint64
 }
 
 // Dial opens a private connection to the system bus at address; "" means
@@ -59,9 +56,6 @@ func Dial(ctx context.Context, address string) (*Client, error) {
 
 // Close closes the connection; Watch channels close with it.
 func (c *Client) Close() error { return c.conn.Close() }
-
-// StateChangingCalls is the number of calls so far that could change networkd's state.
-func (c *Client) StateChangingCalls() uint64 { return c.changes.Load() }
 
 func (c *Client) call(ctx context.Context, path dbus.ObjectPath, method string, args ...any) *dbus.Call {
 	// No auto-start: asking must never start a stopped networkd.
@@ -105,7 +99,6 @@ func wrap(verb string, err error) error {
 // Reload makes networkd re-read its .network and .netdev files and apply them to the links whose
 // match changed. networkd.conf is read only when networkd starts.
 func (c *Client) Reload(ctx context.Context) error {
-	c.changes.Add(1)
 	if err := c.call(ctx, managerPath, managerIface+".Reload").Err; err != nil {
 		return wrap("reload systemd-networkd", err)
 	}
@@ -115,7 +108,6 @@ func (c *Client) Reload(ctx context.Context) error {
 // ReconfigureLink makes networkd match the link against its .network files again and apply the
 // result.
 func (c *Client) ReconfigureLink(ctx context.Context, index int32) error {
-	c.changes.Add(1)
 	if err := c.call(ctx, managerPath, managerIface+".ReconfigureLink", index).Err; err != nil {
 		return wrap(fmt.Sprintf("reconfigure networkd link %d", index), err)
 	}

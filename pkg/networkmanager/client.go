@@ -12,7 +12,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync/atomic"
 
 	"github.com/godbus/dbus/v5"
 
@@ -66,9 +65,6 @@ func (s DeviceState) String() string {
 // Client talks to NetworkManager over its own connection to the system bus.
 type Client struct {
 	conn *dbus.Conn
-	// changes counts calls that change NetworkManager's state (Reload, SetManaged, setting
-	// Managed), so that callers and tests can show a settled pass changes nothing.
-	changes atomic.Uint64
 }
 
 // Dial opens a private connection to the system bus at address; "" means
@@ -86,9 +82,6 @@ func Dial(ctx context.Context, address string) (*Client, error) {
 
 // Close closes the connection; Watch channels close with it.
 func (c *Client) Close() error { return c.conn.Close() }
-
-// StateChangingCalls is the number of calls so far that could change NetworkManager's state.
-func (c *Client) StateChangingCalls() uint64 { return c.changes.Load() }
 
 func (c *Client) call(ctx context.Context, path dbus.ObjectPath, method string, args ...any) *dbus.Call {
 	// No auto-start: asking must never start a stopped NetworkManager.
@@ -183,7 +176,6 @@ func (c *Client) Version(ctx context.Context) (string, error) {
 
 // Reload asks NetworkManager to reload; ReloadConf re-reads its configuration files.
 func (c *Client) Reload(ctx context.Context, flags uint32) error {
-	c.changes.Add(1)
 	if err := c.call(ctx, managerPath, managerIface+".Reload", flags).Err; err != nil {
 		return wrap(fmt.Sprintf("reload NetworkManager (flags %#x)", flags), err)
 	}
@@ -311,7 +303,6 @@ func (d Device) Status(ctx context.Context) (DeviceStatus, error) {
 // managed no" does; NetworkManager forgets it when it restarts. NetworkManager 1.58 and later
 // have the SetManaged method; older ones take the Managed property.
 func (d Device) SetManaged(ctx context.Context, managed bool) error {
-	d.c.changes.Add(1)
 	verb := fmt.Sprintf("set %s managed=%v", d.path, managed)
 	if d.c.hasSetManaged(ctx) {
 		var m uint32
