@@ -10,6 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 
 	"github.com/godbus/dbus/v5"
 
@@ -32,6 +34,10 @@ const StateUnmanaged = "unmanaged"
 var (
 	// ErrNotRunning means systemd-networkd does not own its name on the bus.
 	ErrNotRunning = errors.New("systemd-networkd is not on the bus")
+	// ErrStarting means networkd owns its name but has not yet made the object asked for.
+	ErrStarting = errors.New("systemd-networkd is starting")
+	// ErrDisconnected means the connection to the system bus is gone; dial again.
+	ErrDisconnected = errors.New("disconnected from the system bus")
 	// ErrNoLink means networkd knows no link of that name.
 	ErrNoLink = errors.New("no such networkd link")
 )
@@ -67,7 +73,7 @@ func (c *Client) Running(ctx context.Context) (bool, error) {
 	var has bool
 	err := c.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.NameHasOwner", dbus.FlagNoAutoStart, BusName).Store(&has)
 	if err != nil {
-		return false, fmt.Errorf("ask the bus for %s: %w", BusName, err)
+		return false, wrap("ask the bus for "+BusName, err)
 	}
 	return has, nil
 }
@@ -82,16 +88,24 @@ func (c *Client) Owner(ctx context.Context) (string, error) {
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("ask the bus for the owner of %s: %w", BusName, err)
+		return "", wrap("ask the bus for the owner of "+BusName, err)
 	}
 	return owner, nil
 }
 
-// wrap turns the bus's "nobody owns that name" into ErrNotRunning.
+// wrap turns the bus's "nobody owns that name" into ErrNotRunning, "no such object" into
+// ErrStarting and a closed or failing connection into ErrDisconnected; the message stays the
+// bus's.
 func wrap(verb string, err error) error {
 	var de dbus.Error
-	if errors.As(err, &de) && (de.Name == "org.freedesktop.DBus.Error.ServiceUnknown" || de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner") {
+	switch {
+	case errors.As(err, &de) && (de.Name == "org.freedesktop.DBus.Error.ServiceUnknown" || de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner"):
 		return fmt.Errorf("%s: %w", verb, ErrNotRunning)
+	case errors.As(err, &de) && de.Name == "org.freedesktop.DBus.Error.UnknownObject":
+		return fmt.Errorf("%s: %w: %w", verb, ErrStarting, err)
+	case errors.Is(err, dbus.ErrClosed) || errors.Is(err, io.EOF) || errors.As(err, new(*net.OpError)):
+		// The connection closed, or a read or write on the bus socket failed: it is closing.
+		return fmt.Errorf("%s: %w: %w", verb, ErrDisconnected, err)
 	}
 	return fmt.Errorf("%s: %w", verb, err)
 }
