@@ -11,7 +11,7 @@ endif
 # The one build command; the Dockerfile runs the same line.
 GOBUILD = CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 
-.PHONY: build image e2e-cluster e2e-calico demo test check bench fuzz-long calico
+.PHONY: build image e2e-cluster e2e-calico demo test check bench fuzz-long soak calico
 
 build:
 	$(GOBUILD) -o bin/agent ./cmd/agent
@@ -75,6 +75,13 @@ bench:
 
 fuzz-long:
 	FUZZTIME=10m hack/fuzz.sh
+
+# The fault soak for SOAK (default an hour; the suite runs its sequence once, in minutes): the
+# agent against real firewalld, NetworkManager, dbus-daemon and kube-apiserver under repeated
+# faults. Its last lines are the figures: faults survived, worst recoveries, RSS/fds/goroutines.
+SOAK ?= 1h
+soak:
+	go test -run '^TestFaultSoak$$' -count=1 -timeout 3h -v ./test/e2e -soak=$(SOAK)
 
 # Calico built from ../shared/upstream's source into the cache: binaries and its images' root filesystems.
 calico:

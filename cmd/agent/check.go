@@ -23,7 +23,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 	defer h.Close()
 	h.Connect(ctx)
-	rep := h.Pass(ctx, check.Runner{Mode: check.VerifyOnly, Disabled: cfg.DisableChecks})
+	rep, _ := h.Pass(ctx, check.Runner{Mode: check.VerifyOnly, Disabled: cfg.DisableChecks})
 	if err := printReport(stdout, *hf.output, rep); err != nil {
 		return err
 	}

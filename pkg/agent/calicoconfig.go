@@ -8,7 +8,6 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/calico-prep/calico-prep/pkg/autodetect"
@@ -111,28 +110,15 @@ func metricsPort(bind string) uint16 {
 	return uint16(n)
 }
 
-// FollowCalico makes the daemon follow Calico's resources through c (nil: flags alone).
-func (a *Agent) FollowCalico(c *calicoconfig.Client) {
-	a.calico = c
-	a.calicoRead = make(chan struct{})
-}
-
 // watchCalico applies each state of Calico's resources and asks for a pass when the
-// configuration changed. It closes calicoRead at the first complete state, or after
-// calicoSyncWait without one: until then no pass runs (awaitCalicoRead), whatever else asks.
+// configuration changed. Until the first complete state, or calicoSyncWait (calicoWaitJob), no
+// pass runs, whatever else asks: a pass on flags alone would open Felix's defaults on a node
+// where Calico uses other ports, only for the next pass to close them.
 func (a *Agent) watchCalico(ctx context.Context) {
-	var once sync.Once
-	read := func() { once.Do(func() { close(a.calicoRead) }) }
-	timeout := time.AfterFunc(calicoSyncWait, func() {
-		a.log.Warn("Calico's resources not read in time; passes use what is known, and close nothing", "waited", calicoSyncWait)
-		read()
-	})
-	defer timeout.Stop()
 	for st := range a.calico.Watch(ctx) {
 		changed := a.host.SetEffective(calicoconfig.Resolve(a.cfg, st, true))
-		if st.Synced {
-			timeout.Stop()
-			read()
+		if st.Synced && a.calicoRead() {
+			changed = true
 		}
 		if changed {
 			a.Poke()
@@ -140,19 +126,20 @@ func (a *Agent) watchCalico(ctx context.Context) {
 	}
 }
 
-// awaitCalicoRead holds the first pass until Calico's resources are read (see watchCalico):
-// a pass on flags alone would open Felix's defaults on a node where Calico uses other ports,
-// only for the next pass to close them. It reports false when ctx ends first.
-func (a *Agent) awaitCalicoRead(ctx context.Context) bool {
-	if a.calicoRead == nil {
-		return true
-	}
-	select {
-	case <-a.calicoRead:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+// calicoRead ends the wait for Calico's resources; it reports whether there was one.
+func (a *Agent) calicoRead() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	was := a.st.calicoUnread
+	a.st.calicoUnread = false
+	return was
+}
+
+// awaitingCalico reports whether passes still wait for Calico's resources.
+func (a *Agent) awaitingCalico() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st.calicoUnread
 }
 
 // awaitCalico applies the first complete state of Calico's resources, waiting at most wait;

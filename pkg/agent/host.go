@@ -12,12 +12,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/calico-prep/calico-prep/pkg/calico"
 
 	"github.com/calico-prep/calico-prep/pkg/autodetect"
 	"github.com/calico-prep/calico-prep/pkg/calicoconfig"
@@ -28,6 +25,7 @@ import (
 	"github.com/calico-prep/calico-prep/pkg/host"
 	"github.com/calico-prep/calico-prep/pkg/kernel"
 	"github.com/calico-prep/calico-prep/pkg/links"
+	"github.com/calico-prep/calico-prep/pkg/networkd"
 	"github.com/calico-prep/calico-prep/pkg/networkmanager"
 	"github.com/calico-prep/calico-prep/pkg/report"
 )
@@ -40,8 +38,7 @@ type Host struct {
 	links *links.Client
 	fw    *firewalld.Client // nil while there is no system bus or firewalld is off
 	nm    *networkmanager.Client
-	// networkd is guarded by mu, like the checks.
-	networkd networkdConn
+	nd    *networkd.Client // systemd-networkd's
 
 	// snap holds one netlink snapshot per pass, shared by every check that reads links and
 	// by the report of the pass.
@@ -106,7 +103,7 @@ func (h *Host) Close() {
 	if h.nm != nil {
 		_ = h.nm.Close()
 	}
-	h.dropNetworkd(h.networkd.client)
+	h.dropNetworkd(h.nd)
 	_ = h.links.Close()
 }
 
@@ -114,9 +111,9 @@ func (h *Host) Close() {
 const dialTimeout = 5 * time.Second
 
 // Connect dials the system bus for each component that is on and not connected, and rebuilds
-// the checks when a connection is new. It returns the new clients so the daemon can watch
-// them. Only one goroutine (the command, or the daemon's loop) calls it.
-func (h *Host) Connect(ctx context.Context) (fw *firewalld.Client, nm *networkmanager.Client) {
+// the checks when a connection is new; it reports whether one is. The command calls it before
+// a pass; the daemon's Watch keeps the connections from then on.
+func (h *Host) Connect(ctx context.Context) bool {
 	h.mu.Lock()
 	needFW := h.cfg.Firewalld != config.ModeOff && h.fw == nil
 	needNM := h.cfg.NetworkManager != config.ModeOff && h.nm == nil
@@ -124,6 +121,8 @@ func (h *Host) Connect(ctx context.Context) (fw *firewalld.Client, nm *networkma
 	// Dial without the lock: a hung bus must not block SetInternalIPs or a pass's reads.
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
+	var fw *firewalld.Client
+	var nm *networkmanager.Client
 	var err error
 	if needFW {
 		if fw, err = firewalld.Dial(ctx, ""); err != nil {
@@ -144,24 +143,34 @@ func (h *Host) Connect(ctx context.Context) (fw *firewalld.Client, nm *networkma
 	if nm != nil {
 		h.nm = nm
 	}
-	h.setNetworkd(nd)
-	if fw != nil || nm != nil || nd != nil {
-		h.checks = h.buildChecks()
+	if nd != nil {
+		h.nd = nd
 	}
-	return fw, nm
+	if fw == nil && nm == nil && nd == nil {
+		return false
+	}
+	h.checks = h.buildChecks()
+	return true
 }
 
-// Disconnected reports whether a component that is on has no connection to the system bus.
-func (h *Host) Disconnected() bool {
+// clients returns the connections there are; nil where there is none.
+func (h *Host) clients() (*firewalld.Client, *networkmanager.Client, *networkd.Client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.fw, h.nm, h.nd
+}
+
+// disconnected reports whether a component that is on has no connection to the system bus.
+func (h *Host) disconnected() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.cfg.Firewalld != config.ModeOff && h.fw == nil || h.cfg.NetworkManager != config.ModeOff && h.nm == nil ||
 		h.networkdDisconnected()
 }
 
-// Disconnect drops a client whose connection ended (its watch closed), so the next pass dials
+// disconnect drops a client whose connection ended (its watch closed), so that it is dialled
 // again.
-func (h *Host) Disconnect(client any) {
+func (h *Host) disconnect(client any) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch {
@@ -190,16 +199,18 @@ func (h *Host) SetInternalIPs(ips []netip.Addr) bool {
 	return true
 }
 
-// Pass runs every check once in mode and returns the report. The pass is ctx's when it carries
-// one (check.StartPass), so that a report built after it reads the same network.
-func (h *Host) Pass(ctx context.Context, runner check.Runner) check.Report {
+// Pass runs every check once and describes the node as the pass saw it: the report's host
+// network, autodetection and pools come from the same reads as the checks (report.Node's
+// FromChecks adds what the entries say).
+func (h *Host) Pass(ctx context.Context, runner check.Runner) (check.Report, report.Node) {
 	h.mu.Lock()
 	checks := h.checks
 	h.mu.Unlock()
 	ctx = check.StartPass(ctx)
 	protected := h.protectedInterfaces(ctx)
 	h.protected.Store(&protected)
-	return runner.Run(ctx, checks)
+	rep := runner.Run(ctx, checks)
+	return rep, h.describe(ctx)
 }
 
 // protectedInterfaces are the interfaces calico-prep never makes unmanaged: the one carrying
@@ -336,13 +347,10 @@ func (h *Host) calicoStarted() bool {
 	return err == nil
 }
 
-// Report builds the Node annotation for a pass.
-func (h *Host) Report(ctx context.Context, rep check.Report) report.Node {
-	var n report.Node
+// describe is the node's part of the report of the pass ctx carries.
+func (h *Host) describe(ctx context.Context) report.Node {
 	cfg := h.config()
-	n.FromChecks(rep)
-	n.Pools = poolsOf(cfg)
-	n.Warnings = h.Effective().Warnings
+	n := report.Node{Pools: poolsOf(cfg), Warnings: h.Effective().Warnings}
 	if snap, err := h.snapshot(ctx); err == nil {
 		n.Host = report.HostOf(snap)
 		for _, fam := range familiesOf(cfg) {
@@ -351,25 +359,6 @@ func (h *Host) Report(ctx context.Context, rep check.Report) report.Node {
 			}
 		}
 	}
-	for _, e := range rep.Entries {
-		if e.Status != check.Pass {
-			continue
-		}
-		if rule, zone := e.Facts[check.FactRule], e.Facts[check.FactZone]; rule != "" {
-			n.Firewall = append(n.Firewall, zone+": "+rule)
-		}
-		for k, v := range e.Facts {
-			// Workload veths come and go with pods; the report names only the tunnel devices.
-			if dev, ok := strings.CutPrefix(k, check.FactUnmanagedPrefix); ok && v == "true" && !strings.HasPrefix(dev, calico.WorkloadPrefix) {
-				n.Unmanaged = append(n.Unmanaged, dev)
-			}
-			if dev, ok := strings.CutPrefix(k, check.FactNetworkdUnmanagedPrefix); ok && v == "true" && !strings.HasPrefix(dev, calico.WorkloadPrefix) {
-				n.NetworkdUnmanaged = append(n.NetworkdUnmanaged, dev)
-			}
-		}
-	}
-	slices.Sort(n.Unmanaged)
-	slices.Sort(n.NetworkdUnmanaged)
 	return n
 }
 

@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// Handler serves /healthz (the process is alive), /readyz (the last pass finished and the node
-// is prepared) and /metrics.
-func (a *Agent) Handler() http.Handler {
+// Handler serves /healthz (the process is alive), /readyz (the last pass was judged and the
+// node is prepared) and metrics at /metrics.
+func (a *Agent) Handler(metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -20,7 +20,7 @@ func (a *Agent) Handler() http.Handler {
 		rep, ok := a.LastReport()
 		switch {
 		case !ok:
-			http.Error(w, "no pass finished yet", http.StatusServiceUnavailable)
+			http.Error(w, "no pass judged yet", http.StatusServiceUnavailable)
 		case !rep.Ready:
 			f, _ := rep.FirstFailure()
 			http.Error(w, fmt.Sprintf("not prepared: %s: %s", f.Name, f.Message), http.StatusServiceUnavailable)
@@ -28,18 +28,18 @@ func (a *Agent) Handler() http.Handler {
 			fmt.Fprintln(w, "ok")
 		}
 	})
-	mux.Handle("/metrics", a.metrics.Handler())
+	mux.Handle("/metrics", metrics)
 	return mux
 }
 
-// Serve listens on addr until ctx ends. The listener is opened before Serve returns to its
+// Serve listens on addr until ctx ends, serving Handler(metrics). The listener is opened before Serve returns to its
 // caller's goroutine, so a bad or busy address is an error at startup.
-func (a *Agent) Serve(ctx context.Context, addr string) (func() error, error) {
+func (a *Agent) Serve(ctx context.Context, addr string, metrics http.Handler) (func() error, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %q: %w", addr, err)
 	}
-	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: a.Handler(metrics), ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	return func() error {

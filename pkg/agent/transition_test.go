@@ -72,7 +72,8 @@ func TestDrifted(t *testing.T) {
 			Condition:   &nodestatus.Condition{Type: nodestatus.ConditionType, Status: st, Reason: cond.Reason, Message: cond.Message},
 		}
 	}
-	a := &Agent{published: &overlap, inflight: &ready}
+	a := &Agent{}
+	a.st.published, a.st.inflight = &overlap, &ready
 	for _, tt := range []struct {
 		name string
 		n    nodestatus.Node

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,22 +15,21 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
-
-	"github.com/calico-prep/calico-prep/pkg/backoff"
 )
 
 // watchTimeout asks the API server to keep a watch open for hours (by default it closes them
 // after 30–60 minutes): each reconnect is a request from every node.
 const watchTimeout = 6 * time.Hour
 
-// retryMin and retryMax space the attempts of a watch that fails. 60 s keeps the eight or so
-// watches of a thousand nodes at about 130 requests/s while the API server is away or
-// refuses them.
-const (
-	retryMin = time.Second
-	retryMax = time.Minute
-)
+// watchRetry spaces the attempts of a watch that fails: from 1 s, doubling to 60 s, each
+// stretched by up to half at random so that the nodes of a cluster do not come back in step.
+// 60 s keeps the eight or so watches of a thousand nodes under about 130 requests/s while the
+// API server is away or refuses them.
+func watchRetry() wait.Backoff {
+	return wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.5, Steps: math.MaxInt32, Cap: time.Minute}
+}
 
 var (
 	errGone        = errors.New("resource version too old")
@@ -65,7 +65,7 @@ type watcher struct {
 }
 
 func (w *watcher) run(ctx context.Context) {
-	b := backoff.Backoff{Min: retryMin, Max: retryMax}
+	b := watchRetry()
 	rv := ""
 	var objs map[string]json.RawMessage
 	var cols columns
@@ -85,7 +85,7 @@ func (w *watcher) run(ctx context.Context) {
 			var progressed bool
 			progressed, err = w.watch(ctx, &rv, objs, &cols, initial)
 			if progressed {
-				b.Reset()
+				b = watchRetry()
 			}
 		}
 		if errors.Is(err, errNoWatchList) {
@@ -100,7 +100,7 @@ func (w *watcher) run(ctx context.Context) {
 			rv = "" // list again, at once
 			continue
 		}
-		d := b.Next()
+		d := b.Step()
 		w.log.Warn("watch of Calico's configuration failed; retrying", "path", w.path, "name", w.name, "err", err, "retry_in", d)
 		select {
 		case <-ctx.Done():

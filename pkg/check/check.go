@@ -39,6 +39,11 @@ type Result struct {
 	// RecheckIn asks for another pass after this long, for a state that is expected to settle
 	// without any event to announce it (e.g. a veth that Calico's CNI plugin is bringing up).
 	RecheckIn time.Duration `json:"-"`
+	// Settling marks a result that may not stand: what the check reads is starting or coming
+	// back (a daemon loading its configuration, a connection to the system bus being made
+	// again). The runner applies nothing for it; the daemon keeps its last judgement of the
+	// check for a while and asks again (RecheckIn where nothing will announce the end).
+	Settling bool `json:"-"`
 }
 
 // Passed returns a passing result.
@@ -60,6 +65,13 @@ func Skipped(reason, format string, args ...any) Result {
 // call failed. The check degrades; the agent carries on.
 func Errored(err error) Result {
 	return Result{Status: Fail, Reason: "VerifyError", Message: err.Error()}
+}
+
+// Settle returns r marked as settling, to be asked again after recheck (0: an event will say
+// when).
+func (r Result) Settle(recheck time.Duration) Result {
+	r.Settling, r.RecheckIn = true, recheck
+	return r
 }
 
 // With returns r with one more fact.

@@ -100,6 +100,20 @@ func TestRunnerDisabledNeverRuns(t *testing.T) {
 	}
 }
 
+// A failure whose component is starting is reported, never applied: the apply would go to a
+// daemon that has not loaded its configuration yet.
+func TestRunnerAppliesNothingWhileSettling(t *testing.T) {
+	h := &fakeHost{}
+	c := h.check("area/x")
+	verify := c.Verify
+	c.Verify = func(ctx context.Context) Result { return verify(ctx).Settle(time.Second) }
+	rep := (&Runner{Mode: Reconcile}).Run(context.Background(), []Check{c})
+	e := rep.Entries[0]
+	if h.applies != 0 || e.Status != Fail || !e.Settling || e.RecheckIn != time.Second || rep.RecheckIn() != time.Second {
+		t.Fatalf("%d applies, entry %+v", h.applies, e)
+	}
+}
+
 func TestRunnerStopsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	calls := 0

@@ -59,8 +59,8 @@ func (r *Runner) runOne(ctx context.Context, log *slog.Logger, c Check) Entry {
 		return Entry{Name: c.Name, Result: Result{Status: Disabled, Reason: "DisabledByOperator", Message: "disabled by --disable-checks"}}
 	}
 	e := Entry{Name: c.Name, Result: c.Verify(ctx)}
-	if e.Status != Fail || c.Apply == nil {
-		return e
+	if e.Status != Fail || c.Apply == nil || e.Settling {
+		return e // nothing to change, or nothing to change yet: its component is starting
 	}
 	switch r.Mode {
 	case VerifyOnly:

@@ -38,7 +38,14 @@ type manager struct {
 	// firewalld that is still loading (INIT), or failed, serves a later pass: firewalld
 	// signals nothing when it finishes loading.
 	running atomic.Bool
+	// loading is whether firewalld/running last found firewalld loading its configuration
+	// (INIT): the other checks wait for it rather than read, or add to, half a firewall.
+	loading atomic.Bool
 }
+
+// settleRecheck is how soon a check asks again while firewalld is starting: it says nothing
+// when it has finished loading (2–3 s on a small machine).
+const settleRecheck = 500 * time.Millisecond
 
 // reuseFor bounds how long a read serves later passes while firewalld is silent: a signal lost
 // on the way costs at most this long.
@@ -117,23 +124,38 @@ func Checks(c *Client, opts Options) []check.Check {
 	return checks
 }
 
+// notRunning is the result while firewalld is not on the bus. It settles: firewalld may be
+// restarting, and its return is an event (its bus name taken again, or a connection to the
+// bus made again).
 func (m *manager) notRunning() check.Result {
 	if m.o.Mode == config.ModeOn {
-		return check.Failed("FirewalldNotRunning", "firewalld is not running on the system bus, and --firewalld=on requires it")
+		return check.Failed("FirewalldNotRunning", "firewalld is not running on the system bus, and --firewalld=on requires it").Settle(0)
 	}
-	return check.Skipped("FirewalldNotRunning", "firewalld is not running on the system bus")
+	return check.Skipped("FirewalldNotRunning", "firewalld is not running on the system bus").Settle(0)
 }
 
 // errored turns a failed D-Bus read into a result: firewalld's absence is the mode's answer,
-// anything else a verify error.
+// a lost connection or a starting firewalld settles, anything else is a verify error.
 func (m *manager) errored(err error) check.Result {
-	if errors.Is(err, ErrNotRunning) {
+	switch {
+	case errors.Is(err, ErrNotRunning):
 		return m.notRunning()
+	case errors.Is(err, ErrDisconnected), errors.Is(err, ErrStarting):
+		return check.Errored(err).Settle(settleRecheck)
 	}
 	return check.Errored(err)
 }
 
+// starting is the result of every other check while firewalld loads its configuration.
+func (m *manager) starting() (check.Result, bool) {
+	if !m.loading.Load() {
+		return check.Result{}, false
+	}
+	return check.Failed("FirewalldNotReady", "firewalld is loading its configuration").Settle(settleRecheck), true
+}
+
 func (m *manager) verifyRunning(ctx context.Context) check.Result {
+	m.loading.Store(false)
 	if m.c == nil {
 		return m.notRunning()
 	}
@@ -142,7 +164,8 @@ func (m *manager) verifyRunning(ctx context.Context) check.Result {
 		m.running.Store(false)
 	}
 	if err != nil {
-		return check.Errored(fmt.Errorf("ask the bus for firewalld: %w", err))
+		// The bus itself did not answer: the connection is going or gone.
+		return check.Errored(fmt.Errorf("ask the bus for firewalld: %w", err)).Settle(settleRecheck)
 	}
 	if !up {
 		return m.notRunning()
@@ -160,9 +183,9 @@ func (m *manager) verifyRunning(ctx context.Context) check.Result {
 	case "FAILED":
 		r = check.Failed("FirewalldFailed", "firewalld %s is in state FAILED: its permanent configuration did not load", info.Version)
 	default:
-		r = check.Failed("FirewalldNotReady", "firewalld %s is in state %s", info.Version, info.State)
 		// Still loading (INIT): it will be RUNNING in a few seconds and say nothing.
-		r.RecheckIn = time.Second
+		m.loading.Store(true)
+		r = check.Failed("FirewalldNotReady", "firewalld %s is in state %s", info.Version, info.State).Settle(settleRecheck)
 	}
 	return r.With("version", info.Version).With("state", info.State)
 }
@@ -317,6 +340,9 @@ func (m *manager) verifyRule(ctx context.Context, r Rule) check.Result {
 	if m.c == nil {
 		return m.notRunning()
 	}
+	if res, ok := m.starting(); ok {
+		return res
+	}
 	zone, err := m.zone(ctx)
 	if err != nil {
 		return m.errored(err)
@@ -370,14 +396,27 @@ func (m *manager) applyRule(ctx context.Context, r Rule) (err error) {
 		return fmt.Errorf("query %s in firewalld zone %q: %w", r, zone, err)
 	}
 	own := st.rule(zone, r)
-	// Record whatever was added, also when a later step fails.
-	defer func() {
-		if own != st.rule(zone, r) {
-			st.setRule(own)
-			err = errors.Join(err, st.save(m.o.StateDir))
+	// Each layer is recorded as calico-prep's before it is added, so that a crash between the
+	// two, or a state directory that cannot be written, never leaves a rule that no record
+	// names: cleanup removes exactly what was added. A record of a layer that never arrived
+	// costs nothing: the next pass adds it, cleanup finds nothing to remove.
+	record := func(o ownedRule) error {
+		if o == own {
+			return nil
 		}
-	}()
+		st.setRule(o)
+		if err := st.save(m.o.StateDir); err != nil {
+			return fmt.Errorf("record %s in firewalld zone %q: %w", r, zone, err)
+		}
+		own = o
+		return nil
+	}
 	if !rt {
+		intent := own
+		intent.Runtime = true
+		if err := record(intent); err != nil {
+			return err
+		}
 		if r.IPProtocol != "" {
 			err = m.c.AddProtocol(ctx, zone, r.IPProtocol)
 		} else {
@@ -386,10 +425,15 @@ func (m *manager) applyRule(ctx context.Context, r Rule) (err error) {
 		switch {
 		case err == nil:
 			m.log.Info("added rule", "rule", r.String(), "zone", zone, "config", "runtime")
-			own.Runtime = true
 		case errors.Is(err, ErrAlreadyEnabled):
 			// Someone else added it meanwhile: theirs, not ours.
+			theirs := own
+			theirs.Runtime = false
+			if err := record(theirs); err != nil {
+				return err
+			}
 		default:
+			// The record stays: the add may have been done without an answer.
 			return fmt.Errorf("add %s to firewalld zone %q (runtime): %w", r, zone, err)
 		}
 	}
@@ -398,8 +442,20 @@ func (m *manager) applyRule(ctx context.Context, r Rule) (err error) {
 		if pz, err = m.c.ConfigZone(ctx, zone); err != nil {
 			return fmt.Errorf("look up firewalld zone %q: %w", zone, err)
 		}
-		if err := st.notePackaged(ctx, pz); err != nil {
+		// The zone as packaged is recorded, like the rule, before the change.
+		noted, err := st.notePackaged(ctx, pz)
+		if err != nil {
 			return fmt.Errorf("read firewalld zone %q before changing it: %w", zone, err)
+		}
+		if noted {
+			if err := st.save(m.o.StateDir); err != nil {
+				return fmt.Errorf("record firewalld zone %q before changing it: %w", zone, err)
+			}
+		}
+		intent := own
+		intent.Permanent = true
+		if err := record(intent); err != nil {
+			return err
 		}
 		if r.IPProtocol != "" {
 			err = pz.AddProtocol(ctx, r.IPProtocol)
@@ -409,8 +465,12 @@ func (m *manager) applyRule(ctx context.Context, r Rule) (err error) {
 		switch {
 		case err == nil:
 			m.log.Info("added rule", "rule", r.String(), "zone", zone, "config", "permanent")
-			own.Permanent = true
 		case errors.Is(err, ErrAlreadyEnabled):
+			theirs := own
+			theirs.Permanent = false
+			if err := record(theirs); err != nil {
+				return err
+			}
 		default:
 			return fmt.Errorf("add %s to firewalld zone %q (permanent): %w", r, zone, err)
 		}
@@ -457,6 +517,9 @@ func zoneDrift(have, want ZoneSettings) string {
 func (m *manager) verifyZone(ctx context.Context) check.Result {
 	if m.c == nil {
 		return m.notRunning()
+	}
+	if res, ok := m.starting(); ok {
+		return res
 	}
 	want := forwardingZoneSettings()
 	st, err := m.fwdZone.Get(ctx, func(ctx context.Context) (zoneState, error) { return m.readZone(ctx, ForwardingZone) })
@@ -666,6 +729,9 @@ func (m *manager) readPolicies(ctx context.Context) (map[string]policyState, err
 func (m *manager) verifyPolicies(ctx context.Context) check.Result {
 	if m.c == nil {
 		return m.notRunning()
+	}
+	if res, ok := m.starting(); ok {
+		return res
 	}
 	if res, ok := m.supported(ctx); !ok {
 		return res

@@ -35,8 +35,7 @@ const (
 // use. Its methods map one to one onto firewalld's D-Bus methods; none of them starts firewalld
 // through bus activation, so a node where firewalld is installed but stopped stays that way.
 type Client struct {
-	conn  *dbus.Conn
-	calls atomic.Uint64
+	conn *dbus.Conn
 	// changes counts firewalld's signals while watches run (watching of them).
 	changes, watching atomic.Int64
 }
@@ -59,10 +58,6 @@ func Dial(ctx context.Context, address string) (*Client, error) {
 // Close closes the connection; channels returned by Watch are closed with it.
 func (c *Client) Close() error { return c.conn.Close() }
 
-// Calls returns how many D-Bus method calls the client has made, so that a reconcile pass can
-// be measured in calls as well as time.
-func (c *Client) Calls() uint64 { return c.calls.Load() }
-
 // Changes returns a number that moves whenever firewalld may have changed anything: each of its
 // signals (firewalld signals every change to its runtime and permanent configuration), a new
 // owner of its bus name, each event of a watch. It is 0 while no Watch runs: then nothing read
@@ -80,7 +75,6 @@ func (c *Client) call(ctx context.Context, path dbus.ObjectPath, iface, method s
 }
 
 func (c *Client) callDest(ctx context.Context, dest string, path dbus.ObjectPath, iface, method string, args []any, out ...any) error {
-	c.calls.Add(1)
 	// NoAutoStart: asking a stopped firewalld a question must not start it.
 	call := c.conn.Object(dest, path).CallWithContext(ctx, iface+"."+method, dbus.FlagNoAutoStart, args...)
 	if call.Err != nil {

@@ -3,6 +3,7 @@ package firewalld
 import (
 	"errors"
 	"io"
+	"net"
 	"strings"
 
 	"github.com/godbus/dbus/v5"
@@ -31,6 +32,9 @@ var (
 	ErrNotAuthorized = errors.New("not authorized")
 	// ErrDisconnected means the connection to the bus is gone; dial again.
 	ErrDisconnected = errors.New("disconnected from the system bus")
+	// ErrStarting means firewalld owns its bus name but has not yet made the object asked for:
+	// it is starting (or a reload renamed the object a moment ago).
+	ErrStarting = errors.New("firewalld is starting")
 	// ErrUnsupported means the running firewalld is too old for what was asked (policies need 0.9).
 	ErrUnsupported = errors.New("not supported by this firewalld")
 )
@@ -80,6 +84,8 @@ func sentinel(code string) error {
 		return ErrNotRunning
 	case "org.freedesktop.DBus.Error.Disconnected":
 		return ErrDisconnected
+	case "org.freedesktop.DBus.Error.UnknownObject":
+		return ErrStarting
 	}
 	return nil
 }
@@ -95,7 +101,8 @@ func mapError(method string, err error) error {
 	case errors.As(err, &de):
 	default:
 		// Transport errors: the connection closed, the context ended.
-		if errors.Is(err, dbus.ErrClosed) || errors.Is(err, io.EOF) {
+		var op *net.OpError // a read or write on the bus socket failed: it is closing
+		if errors.Is(err, dbus.ErrClosed) || errors.Is(err, io.EOF) || errors.As(err, &op) {
 			return &Error{Method: method, Code: "org.freedesktop.DBus.Error.Disconnected", Detail: err.Error()}
 		}
 		return err

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/godbus/dbus/v5"
@@ -65,6 +68,14 @@ func TestMapErrorPassesContextErrors(t *testing.T) {
 	var fe *Error
 	if errors.As(err, &fe) {
 		t.Errorf("a non-D-Bus error became %v", fe)
+	}
+}
+
+// A write to a bus socket that is closing (the bus restarts) means the connection is gone.
+func TestMapErrorSocketFailureIsDisconnected(t *testing.T) {
+	err := mapError("getZoneOfInterface", &net.OpError{Op: "write", Net: "unix", Err: os.NewSyscallError("write", syscall.EPIPE)})
+	if !errors.Is(err, ErrDisconnected) {
+		t.Errorf("broken pipe on the bus socket = %v, want ErrDisconnected", err)
 	}
 }
 

@@ -37,23 +37,24 @@ type packagedZone struct {
 }
 
 // notePackaged records the zone pz, before calico-prep's permanent change to it, if it is its
-// packaged version and not recorded yet. The caller saves the state with the change.
-func (s *state) notePackaged(ctx context.Context, pz *ConfigZone) error {
+// packaged version and not recorded yet; it reports whether it did. The caller saves the state
+// before the change.
+func (s *state) notePackaged(ctx context.Context, pz *ConfigZone) (noted bool, err error) {
 	for _, p := range s.Packaged {
 		if p.Zone == pz.Name {
-			return nil
+			return false, nil
 		}
 	}
 	origin, err := pz.Origin(ctx)
 	if err != nil || origin != ZonePackaged {
-		return err
+		return false, err
 	}
 	settings, err := pz.settingsText(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	s.Packaged = append(s.Packaged, packagedZone{Zone: pz.Name, Settings: settings})
-	return nil
+	return true, nil
 }
 
 // ownedRule is one rule in one zone, with the layers calico-prep added it to.

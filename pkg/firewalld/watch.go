@@ -43,7 +43,6 @@ func (c *Client) Watch(ctx context.Context) (<-chan Event, error) {
 			dbus.WithMatchArg(0, busName)},
 	}
 	for i, r := range rules {
-		c.calls.Add(1)
 		if err := c.conn.AddMatchSignalContext(ctx, r...); err != nil {
 			c.removeMatches(ctx, rules[:i])
 			return nil, fmt.Errorf("subscribe to firewalld signals: %w", mapError("AddMatch", err))

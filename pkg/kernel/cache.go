@@ -25,6 +25,10 @@ type cache struct {
 	mu    sync.Mutex
 	rel   string
 	files map[string]*parsedFile
+	// modules and symbols are the module keys and config symbols the checks look up: a parsed
+	// file keeps only those (a distribution's modules.dep names thousands of modules, its
+	// config thousands of symbols, and the daemon keeps them for as long as it runs).
+	modules, symbols map[string]bool
 }
 
 type parsedFile struct {
@@ -34,7 +38,24 @@ type parsedFile struct {
 	config  map[string]string // symbol -> value, for a kernel config
 }
 
-func newCache() *cache { return &cache{files: map[string]*parsedFile{}} }
+// newCache returns a cache for looking up the named modules.
+func newCache(names ...string) *cache {
+	c := &cache{files: map[string]*parsedFile{}, modules: map[string]bool{}, symbols: map[string]bool{}}
+	for _, name := range names {
+		key, err := moduleKey(name)
+		if err != nil {
+			continue // module reports it
+		}
+		c.modules[key] = true
+		for _, sym := range configSymbols(key) {
+			c.symbols[sym] = true
+		}
+	}
+	return c
+}
+
+func (c *cache) wantModule(key string) bool { return c.modules[key] }
+func (c *cache) wantSymbol(sym string) bool { return c.symbols[sym] }
 
 // release returns the kernel release, read once: it cannot change while the agent runs.
 func (c *cache) release(f FS) (string, error) {
@@ -99,7 +120,7 @@ func readLimited(name string) ([]byte, error) {
 // moduleIndex returns the modules listed in a modules.dep or modules.builtin file.
 func (c *cache) moduleIndex(f FS, p string) (map[string]string, bool, error) {
 	pf, ok, err := c.load(f, p, func(_ string, data []byte) (*parsedFile, error) {
-		return &parsedFile{index: parseModuleIndex(data)}, nil
+		return &parsedFile{index: parseModuleIndex(data, c.wantModule)}, nil
 	})
 	if !ok || err != nil {
 		return nil, ok, err
@@ -110,9 +131,10 @@ func (c *cache) moduleIndex(f FS, p string) (map[string]string, bool, error) {
 // parseModuleIndex reads modules.dep ("kernel/.../xt_set.ko.zst: kernel/.../ip_set.ko.zst ...")
 // and modules.builtin ("kernel/.../ip_set.ko") alike: only the path before the colon names a
 // module, the rest are its dependencies. calicoctl matches "/<name>.ko" anywhere on the line,
-// so a module counts as present when it is only a dependency of another; this does not.
-func parseModuleIndex(data []byte) map[string]string {
-	idx := make(map[string]string, bytes.Count(data, []byte{'\n'})+1)
+// so a module counts as present when it is only a dependency of another; this does not. Only
+// the modules keep wants are kept; nil keeps all.
+func parseModuleIndex(data []byte, keep func(key string) bool) map[string]string {
+	idx := map[string]string{}
 	for len(data) > 0 {
 		line := data
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
@@ -124,7 +146,7 @@ func parseModuleIndex(data []byte) map[string]string {
 			line = line[:i]
 		}
 		entry := string(bytes.TrimSpace(line))
-		if key, ok := moduleNameFromPath(entry); ok {
+		if key, ok := moduleNameFromPath(entry); ok && (keep == nil || keep(key)) {
 			if _, dup := idx[key]; !dup {
 				idx[key] = entry
 			}
@@ -155,7 +177,7 @@ func (c *cache) kernelConfig(f FS, rel string) (map[string]string, string, error
 					return nil, fmt.Errorf("read kernel config %q: %w", p, err)
 				}
 			}
-			return &parsedFile{config: parseConfig(data)}, nil
+			return &parsedFile{config: parseConfig(data, c.wantSymbol)}, nil
 		})
 		if err != nil {
 			return nil, "", err

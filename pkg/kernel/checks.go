@@ -78,9 +78,14 @@ func moduleNeeds(req Requirements) []moduleNeed {
 // reads each once; a file is read again when its size or modification time changes, so the same
 // checks can be run pass after pass.
 func Checks(f FS, req Requirements) []check.Check {
-	c := newCache()
+	needs := moduleNeeds(req)
+	var names []string
+	for _, n := range needs {
+		names = append(names, n.names...)
+	}
+	c := newCache(names...)
 	checks := []check.Check{versionCheck(f, c)}
-	for _, n := range moduleNeeds(req) {
+	for _, n := range needs {
 		checks = append(checks, moduleCheck(f, c, n))
 	}
 	checks = append(checks, ipForwardCheck(f))

@@ -104,7 +104,7 @@ type Module struct {
 // error: many hosts have no /lib/modules or no config. Errors are for sources that exist but
 // cannot be read, and for a missing kernel release, without which the files cannot be found.
 func (f FS) Module(name string) (Module, error) {
-	return f.module(newCache(), name)
+	return f.module(newCache(name), name)
 }
 
 func (f FS) module(c *cache, name string) (Module, error) {

@@ -203,7 +203,7 @@ func TestModuleNameFromPath(t *testing.T) {
 }
 
 func TestParseConfig(t *testing.T) {
-	cfg := parseConfig([]byte("# comment\nCONFIG_A=y\n  CONFIG_B=m  \r\n# CONFIG_C is not set\nCONFIG_D=\"x=y\"\nCONFIG_=y\nCONFIG_E F=y\n#CONFIG_G is not set\nNOTCONFIG_H=y\n"))
+	cfg := parseConfig([]byte("# comment\nCONFIG_A=y\n  CONFIG_B=m  \r\n# CONFIG_C is not set\nCONFIG_D=\"x=y\"\nCONFIG_=y\nCONFIG_E F=y\n#CONFIG_G is not set\nNOTCONFIG_H=y\n"), nil)
 	want := map[string]string{"A": "y", "B": "m", "C": "n", "D": `"x=y"`}
 	if len(cfg) != len(want) {
 		t.Fatalf("parseConfig = %v, want %v", cfg, want)
@@ -212,5 +212,37 @@ func TestParseConfig(t *testing.T) {
 		if cfg[k] != v {
 			t.Errorf("parseConfig[%q] = %q, want %q", k, cfg[k], v)
 		}
+	}
+}
+
+// The cache keeps of a modules.dep and a kernel config only what its checks look up: the daemon
+// holds it for as long as it runs, and a distribution's files name thousands of modules.
+func TestCacheKeepsOnlyWhatItLooksUp(t *testing.T) {
+	root := writeTree(t, map[string]string{
+		"/proc/sys/kernel/osrelease":              "6.1.0-18-amd64\n",
+		"/lib/modules/6.1.0-18-amd64/modules.dep": "kernel/drivers/net/vxlan/vxlan.ko: kernel/net/ipv4/udp_tunnel.ko\nkernel/net/ipv4/udp_tunnel.ko:\nkernel/fs/ext4/ext4.ko:\n",
+		"/boot/config-6.1.0-18-amd64":             "CONFIG_EXT4_FS=y\nCONFIG_VXLAN=m\n# CONFIG_WIREGUARD is not set\n",
+	})
+	f := FS{Root: root}
+	c := newCache("vxlan", "wireguard")
+	for _, name := range []string{"vxlan", "wireguard"} {
+		if _, err := f.module(c, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for p, pf := range c.files {
+		for k := range pf.index {
+			if k != "vxlan" {
+				t.Errorf("%s: kept module %q", p, k)
+			}
+		}
+		for k := range pf.config {
+			if k != "VXLAN" && k != "WIREGUARD" {
+				t.Errorf("%s: kept symbol %q", p, k)
+			}
+		}
+	}
+	if m, _ := f.module(c, "wireguard"); m.State != Missing || !strings.Contains(m.Evidence, "CONFIG_WIREGUARD is not set") {
+		t.Errorf("wireguard: %+v", m)
 	}
 }

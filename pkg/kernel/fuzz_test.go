@@ -17,7 +17,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_=m\nCONFIG_C\n# CONFIG_ is not set\n"))
 	f.Add([]byte(strings.Repeat("x", 70000) + "\nCONFIG_AFTER_LONG_LINE=y\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg := parseConfig(data)
+		cfg := parseConfig(data, nil)
 		for sym, val := range cfg {
 			if !validSymbol([]byte(sym)) {
 				t.Fatalf("invalid symbol %q", sym)
@@ -42,7 +42,7 @@ func FuzzParseModuleIndex(f *testing.F) {
 	}
 	f.Add([]byte(".ko:\n/.ko.xz\na.ko.zst: b.ko\nx/y-z.ko.gz\n:\n\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for key, entry := range parseModuleIndex(data) {
+		for key, entry := range parseModuleIndex(data, nil) {
 			if key == "" || strings.ContainsAny(key, "/-\n") {
 				t.Fatalf("bad module key %q", key)
 			}

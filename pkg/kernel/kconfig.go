@@ -6,8 +6,8 @@ import "bytes"
 // comments, keyed by the symbol without its CONFIG_ prefix. "is not set" is kept as "n" because it
 // is an answer, unlike a symbol the config does not mention. Anything else is ignored, so a
 // truncated or foreign file gives fewer answers, never an error.
-func parseConfig(data []byte) map[string]string {
-	cfg := make(map[string]string, bytes.Count(data, []byte{'\n'})/2)
+func parseConfig(data []byte, keep func(sym string) bool) map[string]string {
+	cfg := map[string]string{}
 	for len(data) > 0 {
 		line := data
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
@@ -17,7 +17,7 @@ func parseConfig(data []byte) map[string]string {
 		}
 		line = bytes.TrimSpace(line)
 		if rest, ok := bytes.CutPrefix(line, []byte("# CONFIG_")); ok {
-			if sym, ok := bytes.CutSuffix(rest, []byte(" is not set")); ok && validSymbol(sym) {
+			if sym, ok := bytes.CutSuffix(rest, []byte(" is not set")); ok && validSymbol(sym) && (keep == nil || keep(string(sym))) {
 				cfg[string(sym)] = "n"
 			}
 			continue
@@ -26,7 +26,7 @@ func parseConfig(data []byte) map[string]string {
 		if !ok {
 			continue
 		}
-		if sym, val, ok := bytes.Cut(rest, []byte("=")); ok && validSymbol(sym) {
+		if sym, val, ok := bytes.Cut(rest, []byte("=")); ok && validSymbol(sym) && (keep == nil || keep(string(sym))) {
 			cfg[string(sym)] = tristate(val)
 		}
 	}

@@ -98,8 +98,13 @@ type checker struct {
 	wroteFor string
 }
 
+// settleRecheck is how soon a check asks again while networkd is starting or the bus
+// connection is being made again.
+const settleRecheck = 500 * time.Millisecond
+
 // presence decides whether a check applies. It returns a final result, or ok when networkd is
-// on the bus; running is false with ok when the mode is on and networkd is away.
+// on the bus; running is false with ok when the mode is on and networkd is away. While networkd
+// is away (it may be restarting; its return is an event) the result settles.
 func (k *checker) presence(ctx context.Context) (res check.Result, running, ok bool) {
 	if k.opts.Mode == config.ModeOff {
 		return check.Skipped("NetworkdOff", "systemd-networkd is left alone (mode off)"), false, false
@@ -107,16 +112,25 @@ func (k *checker) presence(ctx context.Context) (res check.Result, running, ok b
 	if k.c != nil {
 		up, err := k.c.Running(ctx)
 		if err != nil {
-			return check.Errored(err), false, false
+			return errored(err), false, false
 		}
 		if up {
 			return check.Result{}, true, true
 		}
 	}
 	if k.opts.Mode == config.ModeOn {
-		return check.Failed("NetworkdNotRunning", "systemd-networkd is not on the system bus (mode on requires it)"), false, true
+		return check.Failed("NetworkdNotRunning", "systemd-networkd is not on the system bus (mode on requires it)").Settle(0), false, true
 	}
-	return check.Skipped("NetworkdNotRunning", "systemd-networkd is not on the system bus"), false, false
+	return check.Skipped("NetworkdNotRunning", "systemd-networkd is not on the system bus").Settle(0), false, false
+}
+
+// errored is the result of a D-Bus read that failed; it settles while networkd is starting or
+// going, or the connection to the bus is.
+func errored(err error) check.Result {
+	if errors.Is(err, ErrStarting) || errors.Is(err, ErrNotRunning) || errors.Is(err, ErrDisconnected) {
+		return check.Errored(err).Settle(settleRecheck)
+	}
+	return check.Errored(err)
 }
 
 var errForeign = errors.New("file is not calico-prep's")
@@ -294,7 +308,7 @@ func (k *checker) verifyUnmanaged(ctx context.Context) check.Result {
 	}
 	links, err := k.calicoLinks(ctx)
 	if err != nil {
-		return check.Errored(err)
+		return errored(err)
 	}
 	var managed, names []string
 	for _, l := range links {
@@ -411,7 +425,7 @@ func (k *checker) verifyForeign(ctx context.Context) check.Result {
 	}
 	owner, err := k.c.Owner(ctx)
 	if err != nil {
-		return check.Errored(err)
+		return errored(err)
 	}
 	k.mu.Lock()
 	pending := k.wroteFor != "" && k.wroteFor == owner

@@ -10,7 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
+	"io"
+	"net"
 
 	"github.com/godbus/dbus/v5"
 
@@ -33,6 +34,10 @@ const StateUnmanaged = "unmanaged"
 var (
 	// ErrNotRunning means systemd-networkd does not own its name on the bus.
 	ErrNotRunning = errors.New("systemd-networkd is not on the bus")
+	// ErrStarting means networkd owns its name but has not yet made the object asked for.
+	ErrStarting = errors.New("systemd-networkd is starting")
+	// ErrDisconnected means the connection to the system bus is gone; dial again.
+	ErrDisconnected = errors.New("disconnected from the system bus")
 	// ErrNoLink means networkd knows no link of that name.
 	ErrNoLink = errors.New("no such networkd link")
 )
@@ -40,8 +45,6 @@ var (
 // Client talks to systemd-networkd over its own connection to the system bus.
 type Client struct {
 	conn *dbus.Conn
-	// changes counts calls that change networkd's state (Reload, ReconfigureLink).
-	changes atomic.Uint64
 }
 
 // Dial opens a private connection to the system bus at address; "" means
@@ -60,9 +63,6 @@ func Dial(ctx context.Context, address string) (*Client, error) {
 // Close closes the connection; Watch channels close with it.
 func (c *Client) Close() error { return c.conn.Close() }
 
-// StateChangingCalls is the number of calls so far that could change networkd's state.
-func (c *Client) StateChangingCalls() uint64 { return c.changes.Load() }
-
 func (c *Client) call(ctx context.Context, path dbus.ObjectPath, method string, args ...any) *dbus.Call {
 	// No auto-start: asking must never start a stopped networkd.
 	return c.conn.Object(BusName, path).CallWithContext(ctx, method, dbus.FlagNoAutoStart, args...)
@@ -73,7 +73,7 @@ func (c *Client) Running(ctx context.Context) (bool, error) {
 	var has bool
 	err := c.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.NameHasOwner", dbus.FlagNoAutoStart, BusName).Store(&has)
 	if err != nil {
-		return false, fmt.Errorf("ask the bus for %s: %w", BusName, err)
+		return false, wrap("ask the bus for "+BusName, err)
 	}
 	return has, nil
 }
@@ -88,16 +88,24 @@ func (c *Client) Owner(ctx context.Context) (string, error) {
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("ask the bus for the owner of %s: %w", BusName, err)
+		return "", wrap("ask the bus for the owner of "+BusName, err)
 	}
 	return owner, nil
 }
 
-// wrap turns the bus's "nobody owns that name" into ErrNotRunning.
+// wrap turns the bus's "nobody owns that name" into ErrNotRunning, "no such object" into
+// ErrStarting and a closed or failing connection into ErrDisconnected; the message stays the
+// bus's.
 func wrap(verb string, err error) error {
 	var de dbus.Error
-	if errors.As(err, &de) && (de.Name == "org.freedesktop.DBus.Error.ServiceUnknown" || de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner") {
+	switch {
+	case errors.As(err, &de) && (de.Name == "org.freedesktop.DBus.Error.ServiceUnknown" || de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner"):
 		return fmt.Errorf("%s: %w", verb, ErrNotRunning)
+	case errors.As(err, &de) && de.Name == "org.freedesktop.DBus.Error.UnknownObject":
+		return fmt.Errorf("%s: %w: %w", verb, ErrStarting, err)
+	case errors.Is(err, dbus.ErrClosed) || errors.Is(err, io.EOF) || errors.As(err, new(*net.OpError)):
+		// The connection closed, or a read or write on the bus socket failed: it is closing.
+		return fmt.Errorf("%s: %w: %w", verb, ErrDisconnected, err)
 	}
 	return fmt.Errorf("%s: %w", verb, err)
 }
@@ -105,7 +113,6 @@ func wrap(verb string, err error) error {
 // Reload makes networkd re-read its .network and .netdev files and apply them to the links whose
 // match changed. networkd.conf is read only when networkd starts.
 func (c *Client) Reload(ctx context.Context) error {
-	c.changes.Add(1)
 	if err := c.call(ctx, managerPath, managerIface+".Reload").Err; err != nil {
 		return wrap("reload systemd-networkd", err)
 	}
@@ -115,7 +122,6 @@ func (c *Client) Reload(ctx context.Context) error {
 // ReconfigureLink makes networkd match the link against its .network files again and apply the
 // result.
 func (c *Client) ReconfigureLink(ctx context.Context, index int32) error {
-	c.changes.Add(1)
 	if err := c.call(ctx, managerPath, managerIface+".ReconfigureLink", index).Err; err != nil {
 		return wrap(fmt.Sprintf("reconfigure networkd link %d", index), err)
 	}

@@ -75,25 +75,44 @@ type checker struct {
 	opts Options
 }
 
+// settleRecheck is how soon a check asks again while NetworkManager is starting or the bus
+// connection is being made again.
+const settleRecheck = 500 * time.Millisecond
+
 // presence decides whether a check applies. It returns a final result, or ok when NetworkManager
-// is on the bus; running is false with ok when the mode is on and the daemon is away.
+// is on the bus; running is false with ok when the mode is on and the daemon is away. While
+// NetworkManager is away (it may be restarting; its return is an event) or starting, the
+// result settles.
 func (k *checker) presence(ctx context.Context) (res check.Result, running, ok bool) {
 	if k.opts.Mode == config.ModeOff {
 		return check.Skipped("NetworkManagerOff", "NetworkManager is left alone (mode off)"), false, false
 	}
 	if k.c != nil {
-		up, err := k.c.Running(ctx)
-		if err != nil {
-			return check.Errored(err), false, false
-		}
-		if up {
+		// One call says both whether NetworkManager is on the bus and whether it has started.
+		starting, err := k.c.Starting(ctx)
+		switch {
+		case errors.Is(err, ErrNotRunning):
+		case starting:
+			return check.Failed("NetworkManagerStarting", "NetworkManager is starting up").Settle(settleRecheck), false, false
+		case err != nil:
+			return errored(err), false, false
+		default:
 			return check.Result{}, true, true
 		}
 	}
 	if k.opts.Mode == config.ModeOn {
-		return check.Failed("NetworkManagerNotRunning", "NetworkManager is not on the system bus (mode on requires it)"), false, true
+		return check.Failed("NetworkManagerNotRunning", "NetworkManager is not on the system bus (mode on requires it)").Settle(0), false, true
 	}
-	return check.Skipped("NetworkManagerNotRunning", "NetworkManager is not on the system bus"), false, false
+	return check.Skipped("NetworkManagerNotRunning", "NetworkManager is not on the system bus").Settle(0), false, false
+}
+
+// errored is the result of a D-Bus read that failed; it settles while NetworkManager is
+// starting or going, or the connection to the bus is.
+func errored(err error) check.Result {
+	if errors.Is(err, ErrStarting) || errors.Is(err, ErrNotRunning) || errors.Is(err, ErrDisconnected) {
+		return check.Errored(err).Settle(settleRecheck)
+	}
+	return check.Errored(err)
 }
 
 // plan is what the drop-in check found.
@@ -313,7 +332,7 @@ func (k *checker) verifyUnmanaged(ctx context.Context) check.Result {
 	}
 	devs, err := k.calicoDevices(ctx)
 	if err != nil {
-		return check.Errored(err)
+		return errored(err)
 	}
 	facts := map[string]string{}
 	var managed, names []string

@@ -8,9 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 	"strings"
-	"sync/atomic"
 
 	"github.com/godbus/dbus/v5"
 
@@ -35,6 +36,11 @@ var (
 	ErrNotRunning = errors.New("NetworkManager is not on the bus")
 	// ErrNoDevice means NetworkManager knows no device of that name.
 	ErrNoDevice = errors.New("no such NetworkManager device")
+	// ErrStarting means NetworkManager owns its bus name but has not yet made the object asked
+	// for: it is starting.
+	ErrStarting = errors.New("NetworkManager is starting")
+	// ErrDisconnected means the connection to the system bus is gone; dial again.
+	ErrDisconnected = errors.New("disconnected from the system bus")
 )
 
 // DeviceState is NetworkManager's NMDeviceState.
@@ -59,9 +65,6 @@ func (s DeviceState) String() string {
 // Client talks to NetworkManager over its own connection to the system bus.
 type Client struct {
 	conn *dbus.Conn
-	// changes counts calls that change NetworkManager's state (Reload, SetManaged, setting
-	// Managed), so that callers and tests can show a settled pass changes nothing.
-	changes atomic.Uint64
 }
 
 // Dial opens a private connection to the system bus at address; "" means
@@ -80,9 +83,6 @@ func Dial(ctx context.Context, address string) (*Client, error) {
 // Close closes the connection; Watch channels close with it.
 func (c *Client) Close() error { return c.conn.Close() }
 
-// StateChangingCalls is the number of calls so far that could change NetworkManager's state.
-func (c *Client) StateChangingCalls() uint64 { return c.changes.Load() }
-
 func (c *Client) call(ctx context.Context, path dbus.ObjectPath, method string, args ...any) *dbus.Call {
 	// No auto-start: asking must never start a stopped NetworkManager.
 	return c.conn.Object(BusName, path).CallWithContext(ctx, method, dbus.FlagNoAutoStart, args...)
@@ -93,16 +93,64 @@ func (c *Client) Running(ctx context.Context) (bool, error) {
 	var has bool
 	err := c.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.NameHasOwner", dbus.FlagNoAutoStart, BusName).Store(&has)
 	if err != nil {
-		return false, fmt.Errorf("ask the bus for %s: %w", BusName, err)
+		return false, wrap("ask the bus for "+BusName, err)
 	}
 	return has, nil
 }
 
-// wrap turns the bus's "nobody owns that name" into ErrNotRunning.
+// Starting reports whether NetworkManager is still starting up: until it has tried to
+// activate every connection it can at startup, its Startup property is true (and before it
+// has made its manager object, there is none).
+func (c *Client) Starting(ctx context.Context) (bool, error) {
+	v, err := c.property(ctx, managerPath, managerIface, "Startup")
+	var de dbus.Error
+	if errors.As(err, &de) && !noObject(de) && (de.Name == "org.freedesktop.DBus.Error.UnknownInterface" || de.Name == "org.freedesktop.DBus.Error.InvalidArgs") {
+		// The manager object is there without its interface, or that without Startup: it is
+		// still being made.
+		err = fmt.Errorf("%w: %w", ErrStarting, err)
+	}
+	if err != nil {
+		err = wrap("read NetworkManager startup", err)
+		return errors.Is(err, ErrStarting), err
+	}
+	b, ok := v.Value().(bool)
+	if !ok {
+		return false, fmt.Errorf("read NetworkManager startup: got %s, want a boolean", v.Signature())
+	}
+	return b, nil
+}
+
+// noObject reports whether the error says that the object is not there (yet). GDBus, which
+// NetworkManager uses, answers a call to a path it has not exported with UnknownMethod and
+// "Object does not exist at path …"; other bus libraries with UnknownObject.
+func noObject(de dbus.Error) bool {
+	if de.Name == "org.freedesktop.DBus.Error.UnknownObject" {
+		return true
+	}
+	msg, _ := firstString(de.Body)
+	return de.Name == "org.freedesktop.DBus.Error.UnknownMethod" && strings.HasPrefix(msg, "Object does not exist at path")
+}
+
+func firstString(body []any) (string, bool) {
+	if len(body) == 0 {
+		return "", false
+	}
+	s, ok := body[0].(string)
+	return s, ok
+}
+
+// wrap turns the bus's "nobody owns that name" into ErrNotRunning, "no such object" into
+// ErrStarting and a closed connection into ErrDisconnected; the message stays the bus's.
 func wrap(verb string, err error) error {
 	var de dbus.Error
-	if errors.As(err, &de) && (de.Name == "org.freedesktop.DBus.Error.ServiceUnknown" || de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner") {
+	switch {
+	case errors.As(err, &de) && (de.Name == "org.freedesktop.DBus.Error.ServiceUnknown" || de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner"):
 		return fmt.Errorf("%s: %w", verb, ErrNotRunning)
+	case errors.As(err, &de) && noObject(de):
+		return fmt.Errorf("%s: %w: %w", verb, ErrStarting, err)
+	case errors.Is(err, dbus.ErrClosed) || errors.Is(err, io.EOF) || errors.As(err, new(*net.OpError)):
+		// The connection closed, or a read or write on the bus socket failed: it is closing.
+		return fmt.Errorf("%s: %w: %w", verb, ErrDisconnected, err)
 	}
 	return fmt.Errorf("%s: %w", verb, err)
 }
@@ -128,7 +176,6 @@ func (c *Client) Version(ctx context.Context) (string, error) {
 
 // Reload asks NetworkManager to reload; ReloadConf re-reads its configuration files.
 func (c *Client) Reload(ctx context.Context, flags uint32) error {
-	c.changes.Add(1)
 	if err := c.call(ctx, managerPath, managerIface+".Reload", flags).Err; err != nil {
 		return wrap(fmt.Sprintf("reload NetworkManager (flags %#x)", flags), err)
 	}
@@ -256,7 +303,6 @@ func (d Device) Status(ctx context.Context) (DeviceStatus, error) {
 // managed no" does; NetworkManager forgets it when it restarts. NetworkManager 1.58 and later
 // have the SetManaged method; older ones take the Managed property.
 func (d Device) SetManaged(ctx context.Context, managed bool) error {
-	d.c.changes.Add(1)
 	verb := fmt.Sprintf("set %s managed=%v", d.path, managed)
 	if d.c.hasSetManaged(ctx) {
 		var m uint32

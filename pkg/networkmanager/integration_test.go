@@ -15,8 +15,6 @@ import (
 
 	"github.com/calico-prep/calico-prep/pkg/calico"
 
-	"github.com/godbus/dbus/v5"
-
 	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/config"
 	"github.com/calico-prep/calico-prep/test/testbed"
@@ -78,72 +76,15 @@ func statuses(t testing.TB, ctx context.Context, c *Client) map[string]DeviceSta
 // calicoLinks are the Calico links a node with Options.Calico has.
 var calicoLinks = []string{testbed.CaliVeth, "tunl0", "vxlan.calico"}
 
-// monitor records, through the bus's own monitoring interface, every method call a
-// connection sends to NetworkManager: an account of the client's traffic that does not
-// depend on the client's own counter.
-type monitor struct {
-	mu    sync.Mutex
-	calls []string // "Interface.Member"
-}
-
-func watchCalls(t testing.TB, n *testbed.Node, sender string) *monitor {
-	t.Helper()
-	conn, err := dbus.Connect(n.BusAddress)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	rule := fmt.Sprintf("type='method_call',sender='%s',destination='%s'", sender, BusName)
-	if err := conn.BusObject().Call("org.freedesktop.DBus.Monitoring.BecomeMonitor", 0, []string{rule}, uint32(0)).Err; err != nil {
-		t.Fatalf("become a bus monitor: %v", err)
-	}
-	msgs := make(chan *dbus.Message, 4096)
-	conn.Eavesdrop(msgs)
-	m := &monitor{}
-	go func() {
-		for msg := range msgs {
-			iface, _ := msg.Headers[dbus.FieldInterface].Value().(string)
-			member, _ := msg.Headers[dbus.FieldMember].Value().(string)
-			m.mu.Lock()
-			m.calls = append(m.calls, iface+"."+member)
-			m.mu.Unlock()
+// changing are the calls among calls that can change NetworkManager's state.
+func changing(calls []string) []string {
+	var out []string
+	for _, call := range calls {
+		if call == managerIface+".Reload" || call == deviceIface+".SetManaged" || call == propertiesIface+".Set" {
+			out = append(out, call)
 		}
-	}()
-	return m
-}
-
-// changing returns the recorded calls that can change NetworkManager's state. It first waits
-// for a marker call of its own to come through, so that every earlier call has.
-func (m *monitor) changing(t testing.TB, ctx context.Context, c *Client) []string {
-	t.Helper()
-	if _, err := c.Version(ctx); err != nil {
-		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		m.mu.Lock()
-		seen := len(m.calls) > 0 && m.calls[len(m.calls)-1] == propertiesIface+".Get"
-		var out []string
-		for _, call := range m.calls {
-			if call == managerIface+".Reload" || call == deviceIface+".SetManaged" || call == propertiesIface+".Set" {
-				out = append(out, call)
-			}
-		}
-		m.mu.Unlock()
-		if seen {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the bus monitor saw no calls")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func (m *monitor) reset() {
-	m.mu.Lock()
-	m.calls = nil
-	m.mu.Unlock()
+	return out
 }
 
 func entryOf(t testing.TB, rep check.Report, name string) check.Entry {
@@ -179,7 +120,7 @@ func TestApplyLive(t *testing.T) {
 	}
 	t.Logf("before: %v", before)
 
-	m := watchCalls(t, n, c.conn.Names()[0])
+	m := n.MonitorCalls(t, c.conn)
 	checks := Checks(c, nodeOptions(n))
 
 	// Pass 1, drop-in only: the Reload alone must make the Calico devices unmanaged, which
@@ -213,7 +154,7 @@ func TestApplyLive(t *testing.T) {
 	if _, ok := e.Facts[FactUnmanagedPrefix+n.Uplink]; ok {
 		t.Errorf("the uplink is among the Calico devices: %v", e.Facts)
 	}
-	if got := m.changing(t, ctx, c); !slices.Equal(got, []string{managerIface + ".Reload"}) {
+	if got := changing(m.Take(t, ctx)); !slices.Equal(got, []string{managerIface + ".Reload"}) {
 		t.Errorf("state-changing calls of the first pass: %q, want one Reload", got)
 	}
 
@@ -230,18 +171,14 @@ func TestApplyLive(t *testing.T) {
 	st1, _ := os.Stat(own)
 
 	// Pass 2: nothing to do, nothing written, no state-changing call.
-	m.reset()
-	changes := c.StateChangingCalls()
+	m.Take(t, ctx)
 	rep = runner.Run(ctx, checks)
 	for _, e := range rep.Entries {
 		if e.Status != check.Pass || e.Applied {
 			t.Errorf("second pass: %+v", e)
 		}
 	}
-	if d := c.StateChangingCalls() - changes; d != 0 {
-		t.Errorf("second pass made %d state-changing calls by the client's count", d)
-	}
-	if got := m.changing(t, ctx, c); len(got) != 0 {
+	if got := changing(m.Take(t, ctx)); len(got) != 0 {
 		t.Errorf("second pass: the bus saw state-changing calls %q", got)
 	}
 	if st2, _ := os.Stat(own); !st2.ModTime().Equal(st1.ModTime()) || !os.SameFile(st1, st2) {
@@ -249,14 +186,14 @@ func TestApplyLive(t *testing.T) {
 	}
 
 	// Cleanup removes only the drop-in and reloads.
-	m.reset()
+	m.Take(t, ctx)
 	if err := Cleanup(ctx, c, n.NMConfDir); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(own); !os.IsNotExist(err) {
 		t.Errorf("drop-in still there: %v", err)
 	}
-	if got := m.changing(t, ctx, c); !slices.Equal(got, []string{managerIface + ".Reload"}) {
+	if got := changing(m.Take(t, ctx)); !slices.Equal(got, []string{managerIface + ".Reload"}) {
 		t.Errorf("cleanup's state-changing calls: %q, want one Reload", got)
 	}
 	got, err := os.ReadFile(operator)
@@ -296,13 +233,13 @@ func TestConflictAgreesWithDaemon(t *testing.T) {
 	if st := statuses(t, ctx, c)[testbed.CaliVeth]; st.unmanaged() {
 		t.Fatalf("NetworkManager unmanaged the veth although zz-docker.conf overrides the drop-in: %+v", st)
 	}
-	changes := c.StateChangingCalls()
+	m := n.MonitorCalls(t, c.conn)
 	e = entryOf(t, runner.Run(ctx, checks[1:]), CheckUnmanaged)
 	if e.Status != check.Pass || !e.Applied {
 		t.Fatalf("device check: %+v", e)
 	}
-	if d := c.StateChangingCalls() - changes; d < 1 {
-		t.Fatalf("no runtime switch was made (%d calls)", d)
+	if got := changing(m.Take(t, ctx)); len(got) < 1 {
+		t.Fatal("no runtime switch was made: the bus saw no state-changing call")
 	}
 	after := statuses(t, ctx, c)
 	for _, l := range calicoLinks {
@@ -519,11 +456,17 @@ func TestClientAgainstDaemon(t *testing.T) {
 	if err != nil || err2 != nil || len(devs) == 0 || len(all) < len(devs) {
 		t.Fatalf("GetDevices %d (%v), GetAllDevices %d (%v)", len(devs), err, len(all), err2)
 	}
+	if starting, err := c.Starting(ctx); err != nil || starting {
+		t.Fatalf("Starting of a started NetworkManager = %v, %v", starting, err)
+	}
 	if err := n.StopNetworkManager(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if up, err := c.Running(ctx); err != nil || up {
 		t.Fatalf("Running after stop = %v, %v", up, err)
+	}
+	if _, err := c.Starting(ctx); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("Starting after stop: %v, want ErrNotRunning", err)
 	}
 	if _, err := c.Version(ctx); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("Version after stop: %v, want ErrNotRunning", err)
@@ -535,8 +478,16 @@ func TestClientAgainstDaemon(t *testing.T) {
 		t.Fatalf("auto without NetworkManager: %+v", r)
 	}
 	opts.Mode = config.ModeOn
-	if r := Checks(c, opts)[1].Verify(ctx); r.Status != check.Fail || r.Reason != "NetworkManagerNotRunning" {
-		t.Fatalf("on without NetworkManager: %+v", r)
+	if r := Checks(c, opts)[1].Verify(ctx); r.Status != check.Fail || r.Reason != "NetworkManagerNotRunning" || !r.Settling {
+		t.Fatalf("on without NetworkManager: %+v, want a settling failure (it may be restarting)", r)
+	}
+	// A connection that is gone settles too: the daemon dials again.
+	_ = c.Close()
+	if _, err := c.Running(ctx); !errors.Is(err, ErrDisconnected) {
+		t.Fatalf("Running on a closed connection: %v, want ErrDisconnected", err)
+	}
+	if r := Checks(c, opts)[1].Verify(ctx); r.Status != check.Fail || !r.Settling {
+		t.Fatalf("on a closed connection: %+v, want a settling failure", r)
 	}
 }
 
@@ -563,11 +514,11 @@ func TestSetManagedByVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := watchCalls(t, n, c.conn.Names()[0])
+	m := n.MonitorCalls(t, c.conn)
 	if err := d.SetManaged(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	if got := m.changing(t, ctx, c); !slices.Equal(got, []string{want}) {
+	if got := changing(m.Take(t, ctx)); !slices.Equal(got, []string{want}) {
 		t.Errorf("NetworkManager %s: state-changing calls %v, want [%s]", v, got, want)
 	}
 	testkit.Eventually(t, 10*time.Second, func() string {

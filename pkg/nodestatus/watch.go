@@ -5,24 +5,27 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/calico-prep/calico-prep/pkg/backoff"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // watchTimeout asks the API server to keep one watch open for hours: by default it closes
 // watches after 30–60 minutes, and each reconnect is a request from every node.
 const watchTimeout = 6 * time.Hour
 
-// watchRetryMax caps the wait between attempts while the API server is away: a doubling
-// without a low cap would leave the Node unwatched, and a failed write unretried, for as long
-// again as the outage lasted. 10 s keeps a thousand nodes at 100 attempts/s meanwhile.
-const watchRetryMax = 10 * time.Second
+// watchRetry spaces the attempts to watch again while the API server is away: from 1 s,
+// doubling to 8 s, each stretched by up to half at random so that the nodes of a cluster do
+// not come back in step. A doubling without a low cap would leave the Node unwatched for as
+// long again as the outage lasted; 8–12 s keeps a thousand nodes near 100 attempts/s meanwhile.
+func watchRetry() wait.Backoff {
+	return wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.5, Steps: math.MaxInt32, Cap: 8 * time.Second}
+}
 
 var errGone = errors.New("resource version too old")
 
@@ -36,7 +39,7 @@ func (c *Client) Watch(ctx context.Context) <-chan Node {
 	go func() {
 		defer close(ch)
 		rv := ""
-		b := backoff.Backoff{Min: time.Second, Max: watchRetryMax}
+		b := watchRetry()
 		for {
 			progressed, err := c.watchOnce(ctx, &rv, ch)
 			if ctx.Err() != nil {
@@ -45,7 +48,7 @@ func (c *Client) Watch(ctx context.Context) <-chan Node {
 			// The watch served (a quiet one still gets bookmarks): whatever ended it, the
 			// backoff that spaces attempts against a server that is away starts again.
 			if progressed {
-				b.Reset()
+				b = watchRetry()
 			}
 			if errors.Is(err, errGone) {
 				// rv is older than the server keeps (it restarted or compacted): start again
@@ -54,7 +57,7 @@ func (c *Client) Watch(ctx context.Context) <-chan Node {
 				rv = ""
 				continue
 			}
-			d := b.Next()
+			d := b.Step()
 			c.log.Warn("node watch ended; watching again", "node", c.node, "err", err, "retry_in", d)
 			select {
 			case <-ctx.Done():

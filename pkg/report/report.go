@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/calico-prep/calico-prep/pkg/calico"
@@ -64,18 +65,35 @@ type Failure struct {
 	Message string `json:"message"`
 }
 
-// FromChecks fills Ready, Failing and Disabled from a pass.
+// FromChecks fills what a pass says from its entries: Ready, Failing and Disabled, the
+// firewalld rules calico-prep keeps and the tunnel devices NetworkManager and systemd-networkd
+// leave unmanaged.
 func (n *Node) FromChecks(rep check.Report) {
 	n.Ready = rep.Ready
-	n.Failing, n.Disabled = nil, nil
+	n.Failing, n.Disabled, n.Firewall, n.Unmanaged, n.NetworkdUnmanaged = nil, nil, nil, nil, nil
 	for _, e := range rep.Entries {
 		switch e.Status {
 		case check.Fail:
 			n.Failing = append(n.Failing, Failure{Check: e.Name, Reason: e.Reason, Message: e.Message})
 		case check.Disabled:
 			n.Disabled = append(n.Disabled, e.Name)
+		case check.Pass:
+			if rule, zone := e.Facts[check.FactRule], e.Facts[check.FactZone]; rule != "" {
+				n.Firewall = append(n.Firewall, zone+": "+rule)
+			}
+			for k, v := range e.Facts {
+				// Workload veths come and go with pods; the report names only the tunnel devices.
+				if dev, ok := strings.CutPrefix(k, check.FactUnmanagedPrefix); ok && v == "true" && !strings.HasPrefix(dev, calico.WorkloadPrefix) {
+					n.Unmanaged = append(n.Unmanaged, dev)
+				}
+				if dev, ok := strings.CutPrefix(k, check.FactNetworkdUnmanagedPrefix); ok && v == "true" && !strings.HasPrefix(dev, calico.WorkloadPrefix) {
+					n.NetworkdUnmanaged = append(n.NetworkdUnmanaged, dev)
+				}
+			}
 		}
 	}
+	slices.Sort(n.Unmanaged)
+	slices.Sort(n.NetworkdUnmanaged)
 }
 
 // IsCalicoInterface reports whether name is an interface Calico creates: workload veths and

@@ -295,8 +295,8 @@ func TestDaemonSetSettings(t *testing.T) {
 		{"RuntimeDefault seccomp", sc.SeccompProfile != nil && sc.SeccompProfile.Type == corev1.SeccompProfileTypeRuntimeDefault},
 		{"liveness on /healthz", c.LivenessProbe != nil && c.LivenessProbe.HTTPGet != nil && c.LivenessProbe.HTTPGet.Path == "/healthz"},
 		{"readiness on /readyz", c.ReadinessProbe != nil && c.ReadinessProbe.HTTPGet != nil && c.ReadinessProbe.HTTPGet.Path == "/readyz"},
-		{"memory request 32Mi", c.Resources.Requests.Memory().Equal(resource.MustParse("32Mi"))},
-		{"memory limit 96Mi", c.Resources.Limits.Memory().Equal(resource.MustParse("96Mi"))},
+		{"memory request 24Mi", c.Resources.Requests.Memory().Equal(resource.MustParse("24Mi"))},
+		{"memory limit 64Mi", c.Resources.Limits.Memory().Equal(resource.MustParse("64Mi"))},
 		{"cpu request 10m", c.Resources.Requests.Cpu().Equal(resource.MustParse("10m"))},
 		{"scrape annotation", ds.Spec.Template.Annotations["prometheus.io/scrape"] == "true" && ds.Spec.Template.Annotations["prometheus.io/port"] == "9476"},
 	}
