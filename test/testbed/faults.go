@@ -8,6 +8,8 @@ import (
 	"slices"
 	"syscall"
 	"time"
+
+	"github.com/calico-prep/calico-prep/internal/netnstest"
 )
 
 // Faults for soak tests: daemons crashing and the bus restarting, as on a host where systemd
@@ -117,7 +119,7 @@ func (n *Node) peerNS() (string, error) {
 	if slices.Contains(n.owned, path) {
 		return path, nil
 	}
-	if err := newNetNS(path); err != nil {
+	if err := netnstest.Pin(path); err != nil {
 		return "", err
 	}
 	n.owned = append(n.owned, path)
