@@ -89,6 +89,19 @@ func (c *Client) Subscribe(ctx context.Context) (<-chan Event, error) {
 	for _, l := range existing {
 		names[l.Attrs().Index] = l.Attrs().Name
 	}
+	// nameOf names an ifindex. The three subscriptions are separate sockets, so a new link's
+	// address or route event can arrive before its link event: then the kernel is asked.
+	h := c.h
+	nameOf := func(index int) string {
+		if n, ok := names[index]; ok || index == 0 {
+			return n
+		}
+		if l, err := h.LinkByIndex(index); err == nil {
+			names[index] = l.Attrs().Name
+			return l.Attrs().Name
+		}
+		return ""
+	}
 
 	out := make(chan Event, updateBuffer)
 	go func() {
@@ -136,7 +149,7 @@ func (c *Client) Subscribe(ctx context.Context) (<-chan Event, error) {
 					ended(EventAddr)
 					continue
 				}
-				emit(Event{Kind: EventAddr, Name: names[u.LinkIndex]})
+				emit(Event{Kind: EventAddr, Name: nameOf(u.LinkIndex)})
 			case u, ok := <-routes:
 				if !ok {
 					routes = nil
@@ -146,7 +159,7 @@ func (c *Client) Subscribe(ctx context.Context) (<-chan Event, error) {
 				// Snapshot reports the main table only; other tables' changes (local routes
 				// that come with every address) would only cause needless passes.
 				if u.Table == unix.RT_TABLE_MAIN {
-					emit(Event{Kind: EventRoute, Name: names[u.LinkIndex]})
+					emit(Event{Kind: EventRoute, Name: nameOf(u.LinkIndex)})
 				}
 			}
 		}
