@@ -1,5 +1,6 @@
 // Package systembus opens private connections to the D-Bus system bus for the packages that
-// talk to daemons on it (firewalld, NetworkManager).
+// talk to daemons on it (firewalld, NetworkManager, systemd-networkd): dialing and signal
+// subscriptions.
 package systembus
 
 import (

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/calico-prep/calico-prep/internal/systembus"
 )
 
 // EventKind says what happened to firewalld.
@@ -42,14 +44,10 @@ func (c *Client) Watch(ctx context.Context) (<-chan Event, error) {
 			dbus.WithMatchInterface(busDaemonName), dbus.WithMatchMember("NameOwnerChanged"),
 			dbus.WithMatchArg(0, busName)},
 	}
-	for i, r := range rules {
-		if err := c.conn.AddMatchSignalContext(ctx, r...); err != nil {
-			c.removeMatches(ctx, rules[:i])
-			return nil, fmt.Errorf("subscribe to firewalld signals: %w", mapError("AddMatch", err))
-		}
+	sigs, err := systembus.Signals(ctx, c.conn, rules)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to firewalld signals: %w", mapError("AddMatch", err))
 	}
-	sigs := make(chan *dbus.Signal, 64)
-	c.conn.Signal(sigs)
 	c.changes.Add(1)
 	c.watching.Add(1)
 	// One reader counts every signal at once and passes firewalld's events on in order; the
@@ -57,17 +55,7 @@ func (c *Client) Watch(ctx context.Context) (<-chan Event, error) {
 	events := make(chan Event, 16)
 	go func() {
 		defer close(events)
-		for {
-			var s *dbus.Signal
-			var ok bool
-			select {
-			case <-ctx.Done():
-				return
-			case s, ok = <-sigs:
-				if !ok {
-					return // the connection closed
-				}
-			}
+		for s := range sigs {
 			c.changes.Add(1)
 			ev, ok := toEvent(s)
 			if !ok {
@@ -83,8 +71,6 @@ func (c *Client) Watch(ctx context.Context) (<-chan Event, error) {
 	out := make(chan Event, 16)
 	go func() {
 		defer close(out)
-		defer c.removeMatches(ctx, rules)
-		defer c.conn.RemoveSignal(sigs)
 		defer c.watching.Add(-1)
 		for ev := range events {
 			if ev.Kind == Started && !c.waitRunning(ctx) {
@@ -125,19 +111,6 @@ func (c *Client) waitRunning(ctx context.Context) bool {
 
 // startTimeout bounds the wait for a starting firewalld (2–3 s on a small machine).
 const startTimeout = 30 * time.Second
-
-// removeMatches unsubscribes. ctx is usually over by then, so the calls get a short deadline of
-// their own. Failure is harmless: the matches go with the connection.
-func (c *Client) removeMatches(ctx context.Context, rules [][]dbus.MatchOption) {
-	if !c.conn.Connected() {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	defer cancel()
-	for _, r := range rules {
-		_ = c.conn.RemoveMatchSignalContext(ctx, r...)
-	}
-}
 
 // toEvent filters what the connection hears down to firewalld's own events; every channel of
 // a connection receives every signal the connection gets.

@@ -3,9 +3,10 @@ package networkmanager
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/calico-prep/calico-prep/internal/systembus"
 )
 
 // EventKind says what happened.
@@ -43,40 +44,14 @@ func (c *Client) Watch(ctx context.Context) (<-chan Event, error) {
 		{dbus.WithMatchSender(BusName), dbus.WithMatchInterface(managerIface), dbus.WithMatchMember("DeviceAdded"), dbus.WithMatchObjectPath(managerPath)},
 		{dbus.WithMatchSender(BusName), dbus.WithMatchInterface(deviceIface), dbus.WithMatchMember("StateChanged"), dbus.WithMatchPathNamespace(devicesPath)},
 	}
-	var added [][]dbus.MatchOption
-	unsubscribe := func() {
-		// The caller's context may be over; removing the rules still needs a moment.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		for _, r := range added {
-			_ = c.conn.RemoveMatchSignalContext(rctx, r...)
-		}
+	signals, err := systembus.Signals(ctx, c.conn, rules)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to NetworkManager signals: %w", err)
 	}
-	for _, r := range rules {
-		if err := c.conn.AddMatchSignalContext(ctx, r...); err != nil {
-			unsubscribe()
-			return nil, fmt.Errorf("subscribe to NetworkManager signals: %w", err)
-		}
-		added = append(added, r)
-	}
-	signals := make(chan *dbus.Signal, 64)
-	c.conn.Signal(signals)
 	out := make(chan Event, 16)
 	go func() {
 		defer close(out)
-		defer unsubscribe()
-		defer c.conn.RemoveSignal(signals)
-		for {
-			var sig *dbus.Signal
-			var ok bool
-			select {
-			case <-ctx.Done():
-				return
-			case sig, ok = <-signals:
-				if !ok {
-					return
-				}
-			}
+		for sig := range signals {
 			ev, ok := c.event(ctx, sig)
 			if !ok {
 				continue
