@@ -20,12 +20,10 @@ import (
 	"slices"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/calico-prep/calico-prep/internal/kubeclient"
 )
 
 // Names calico-prep owns on the Node. Never under *.kubernetes.io.
@@ -87,20 +85,9 @@ type Client struct {
 
 // New returns a client for the named node.
 func New(cfg *rest.Config, node string, log *slog.Logger) (*Client, error) {
-	c := rest.CopyConfig(cfg)
-	c.APIPath = "/api"
-	c.GroupVersion = &schema.GroupVersion{Version: "v1"}
-	// Only metav1.Status needs decoding (for typed API errors); bodies are plain JSON.
-	scheme := runtime.NewScheme()
-	metav1.AddToGroupVersion(scheme, schema.GroupVersion{Version: "v1"})
-	c.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
-	c.UserAgent = "calico-prep"
-	if c.QPS == 0 {
-		c.QPS, c.Burst = 5, 10
-	}
-	rc, err := rest.RESTClientFor(c)
+	rc, err := kubeclient.New(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("create API client for %q: %w", cfg.Host, err)
+		return nil, err
 	}
 	return &Client{rc: rc, node: node, log: log, now: time.Now}, nil
 }
