@@ -268,7 +268,10 @@ func runAgent(t testing.TB, ctx context.Context, c *Client, checks []check.Check
 	}
 	a := &agent{updated: make(chan struct{}, 1)}
 	runner := &check.Runner{Mode: check.Reconcile}
-	pass := func() {
+	// pass runs the checks and returns when to run again unasked, as the daemon's loop does
+	// for a check that is settling (e.g. NetworkManager still starting when its last signal
+	// came): nil for never.
+	pass := func() <-chan time.Time {
 		rep := runner.Run(ctx, checks)
 		a.mu.Lock()
 		a.last, a.passes = rep, a.passes+1
@@ -277,12 +280,23 @@ func runAgent(t testing.TB, ctx context.Context, c *Client, checks []check.Check
 		case a.updated <- struct{}{}:
 		default:
 		}
+		if d := rep.RecheckIn(); d > 0 {
+			return time.After(d)
+		}
+		return nil
 	}
-	pass()
+	recheck := pass()
 	go func() {
-		for range events {
-			drain(events)
-			pass()
+		for {
+			select {
+			case _, ok := <-events:
+				if !ok {
+					return
+				}
+				drain(events)
+			case <-recheck:
+			}
+			recheck = pass()
 		}
 	}()
 	return a
