@@ -142,7 +142,7 @@ type Agent struct {
 // state is everything the jobs share; only under Agent.mu.
 type state struct {
 	judged   *check.Report        // the last judged pass
-	settling map[string]time.Time // checks whose component is settling, since when
+	settling map[string]settling // checks whose component is settling: since when, and why
 	advice   []string             // from the last node count
 	// want is what the Node should say after the last judged pass; nil until a pass was
 	// judged with the Node seen.
@@ -175,7 +175,7 @@ func New(cfg config.Config, d Deps) *Agent {
 	// An apply fails for a moment (firewalld busy, the state directory full) or for as long
 	// as someone leaves it so: soon at first, then every few minutes, never only at the resync.
 	a.reapply = jittered{workqueue.NewTypedItemExponentialFailureRateLimiter[job](time.Second, 5*time.Minute)}
-	a.st.settling = map[string]time.Time{}
+	a.st.settling = map[string]settling{}
 	a.st.calicoUnread = d.Calico != nil
 	return a
 }
@@ -425,9 +425,17 @@ func status(rep check.Report, desc report.Node, advice []string, log *slog.Logge
 	return &st
 }
 
-// settlingSince records when each settling entry of rep began to settle and forgets the
-// checks that no longer do. It returns the entries that began now.
-func settlingSince(rep check.Report, since map[string]time.Time, now time.Time) []check.Entry {
+// settling is when a check began to settle and for which reason. A new reason is a new
+// settling: a check that settles for long as "not running" (networkd absent in auto mode) and
+// then meets a bus restart gets the whole settleFor for that.
+type settling struct {
+	since  time.Time
+	reason string
+}
+
+// settlingSince records when each settling entry of rep began to settle (for its reason) and
+// forgets the checks that no longer do. It returns the entries that began now.
+func settlingSince(rep check.Report, since map[string]settling, now time.Time) []check.Entry {
 	for name := range since {
 		if e, ok := rep.Entry(name); !ok || !e.Settling {
 			delete(since, name)
@@ -435,8 +443,8 @@ func settlingSince(rep check.Report, since map[string]time.Time, now time.Time) 
 	}
 	var newly []check.Entry
 	for _, e := range rep.Entries {
-		if _, ok := since[e.Name]; e.Settling && !ok {
-			since[e.Name] = now
+		if s, ok := since[e.Name]; e.Settling && (!ok || s.reason != e.Reason) {
+			since[e.Name] = settling{since: now, reason: e.Reason}
 			newly = append(newly, e)
 		}
 	}
@@ -448,14 +456,14 @@ func settlingSince(rep check.Report, since map[string]time.Time, now time.Time) 
 // earlier entry to keep holds the whole pass back (judged false) as long. A component that
 // restarts and comes back as it was thus changes nothing: no write, no Event, no metric. It
 // returns when the first settling entry's time is up, 0 when none settles.
-func settle(rep check.Report, last *check.Report, since map[string]time.Time, now time.Time) (out check.Report, judged bool, until time.Duration) {
+func settle(rep check.Report, last *check.Report, since map[string]settling, now time.Time) (out check.Report, judged bool, until time.Duration) {
 	out, judged = rep, true
 	out.Entries = slices.Clone(rep.Entries)
 	for i, e := range out.Entries {
 		if !e.Settling {
 			continue
 		}
-		left := settleFor - now.Sub(since[e.Name])
+		left := settleFor - now.Sub(since[e.Name].since)
 		if left <= 0 {
 			continue // settling for too long: judged as it is
 		}

@@ -998,8 +998,8 @@ func TestOnceFailsWhenTheWriteFails(t *testing.T) {
 }
 
 func TestSettle(t *testing.T) {
-	since := func(ago time.Duration) map[string]time.Time {
-		return map[string]time.Time{"firewalld/running": t0.Add(-ago)}
+	since := func(ago time.Duration) map[string]settling {
+		return map[string]settling{"firewalld/running": {since: t0.Add(-ago), reason: "VerifyError"}}
 	}
 	last := ready()
 	last.Entries[1].Applied = true
@@ -1007,13 +1007,13 @@ func TestSettle(t *testing.T) {
 		name       string
 		rep        check.Report
 		last       *check.Report
-		since      map[string]time.Time
+		since      map[string]settling
 		wantJudged bool
 		wantReady  bool
 		wantUntil  time.Duration
 		wantEntry  string // firewalld/running's message
 	}{
-		{"nothing settles", collision(), &last, map[string]time.Time{}, true, false, 0, "firewalld 2.1 is running"},
+		{"nothing settles", collision(), &last, map[string]settling{}, true, false, 0, "firewalld 2.1 is running"},
 		{"settling keeps the last judgement", restarting(), &last, since(0), true, true, settleFor, "firewalld 2.1 is running"},
 		{"settling for a while", restarting(), &last, since(40 * time.Second), true, true, 20 * time.Second, "firewalld 2.1 is running"},
 		{"settled too long: judged as it is", restarting(), &last, since(settleFor), true, false, 0, "dbus: connection closed by user"},
@@ -1037,6 +1037,24 @@ func TestSettle(t *testing.T) {
 	settle(rep, &last, since(0), t0)
 	if e, _ := rep.Entry("firewalld/running"); !e.Settling {
 		t.Error("settle changed its input")
+	}
+}
+
+// A check that has settled for long for one reason (networkd absent in auto mode, for hours)
+// and then settles for another (a bus restart) gets the whole settleFor for the new one; the
+// same reason keeps its clock.
+func TestSettlingSinceRestartsOnANewReason(t *testing.T) {
+	last := ready()
+	since := map[string]settling{"firewalld/running": {since: t0.Add(-time.Hour), reason: "FirewalldNotRunning"}}
+	newly := settlingSince(restarting(), since, t0)
+	if len(newly) != 1 || since["firewalld/running"] != (settling{since: t0, reason: "VerifyError"}) {
+		t.Fatalf("new reason: newly %v, since %+v; want the clock restarted now", newly, since)
+	}
+	if got, judged, _ := settle(restarting(), &last, since, t0.Add(time.Second)); !judged || !got.Ready {
+		t.Errorf("new reason: judged %v ready %v; want the last judgement kept", judged, got.Ready)
+	}
+	if newly := settlingSince(restarting(), since, t0.Add(2*time.Second)); len(newly) != 0 || !since["firewalld/running"].since.Equal(t0) {
+		t.Errorf("same reason: newly %v, since %+v; want the clock kept", newly, since)
 	}
 }
 
