@@ -141,9 +141,9 @@ type Agent struct {
 
 // state is everything the jobs share; only under Agent.mu.
 type state struct {
-	judged   *check.Report        // the last judged pass
+	judged   *check.Report       // the last judged pass
 	settling map[string]settling // checks whose component is settling: since when, and why
-	advice   []string             // from the last node count
+	advice   []string            // from the last node count
 	// want is what the Node should say after the last judged pass; nil until a pass was
 	// judged with the Node seen.
 	want   *nodestatus.Status
