@@ -25,15 +25,12 @@ import (
 	"github.com/calico-prep/calico-prep/pkg/config"
 	"github.com/calico-prep/calico-prep/pkg/firewalld"
 	"github.com/calico-prep/calico-prep/test/testbed"
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
 const defaultZone = "public" // Debian's firewalld.conf
 
-func testContext(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testContext(t testing.TB) context.Context { return testkit.Context(t, 2*time.Minute) }
 
 func dial(t testing.TB, ctx context.Context, n *testbed.Node) *firewalld.Client {
 	t.Helper()

@@ -17,12 +17,7 @@ import (
 // These tests run against real systemd-networkd (Debian's, 252 on this machine) on a private
 // bus in a sandboxed node (see test/testbed). They fail, never skip, when the node cannot start.
 
-func testContext(t testing.TB) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testContext(t testing.TB) context.Context { return testkit.Context(t, 3*time.Minute) }
 
 // nodeOptions point the checks at the node's private /etc/systemd and /run.
 func nodeOptions(n *testbed.Node) Options {

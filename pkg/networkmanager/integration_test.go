@@ -24,12 +24,7 @@ import (
 // These tests run against real NetworkManager (1.42 on this machine) on a private bus in a
 // sandboxed node (see test/testbed). They fail, never skip, when the node cannot start.
 
-func testContext(t testing.TB) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testContext(t testing.TB) context.Context { return testkit.Context(t, 3*time.Minute) }
 
 // nodeOptions points the checks at the node's configuration: the node's conf.d, its
 // NetworkManager.conf next to it, the host's /usr/lib conf.d (NetworkManager in the node

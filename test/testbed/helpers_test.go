@@ -13,14 +13,11 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/calico-prep/calico-prep/test/testkit"
 )
 
-func testContext(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testContext(t *testing.T) context.Context { return testkit.Context(t, 2*time.Minute) }
 
 func dialBus(t *testing.T, n *Node) *dbus.Conn {
 	t.Helper()

@@ -3,6 +3,7 @@
 package testkit
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -182,4 +183,13 @@ func NeedsRoot(t testing.TB, why string) {
 		t.Fatalf("needs root (%s), and %s=1 says the suite runs as root", why, RootEnv)
 	}
 	t.Skipf("needs root: %s", why)
+}
+
+// Context is a context for a test's calls to real daemons: it ends after within, or when the
+// test and its cleanups are over, so cleanups may still use it.
+func Context(t testing.TB, within time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	t.Cleanup(cancel)
+	return ctx
 }
