@@ -40,6 +40,8 @@ type Host struct {
 	nm    *networkmanager.Client
 	nd    *networkd.Client // systemd-networkd's
 
+	// passes counts Pass calls; snap and the firewalld checks' reads are kept per pass.
+	passes check.Passes
 	// snap holds one netlink snapshot per pass, shared by every check that reads links and
 	// by the report of the pass.
 	snap check.PassCache[host.Snapshot]
@@ -67,6 +69,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Host, erro
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
 	h := &Host{cfg: cfg, log: log, links: lc, internalIPs: cfg.NodeInternalIPs, kernel: kernelChecks(cfg), calico: calicoconfig.FromFlags(cfg)}
+	h.snap.Passes = &h.passes
 	h.checks = h.buildChecks()
 	return h, nil
 }
@@ -206,7 +209,7 @@ func (h *Host) Pass(ctx context.Context, runner check.Runner) (check.Report, rep
 	h.mu.Lock()
 	checks := h.checks
 	h.mu.Unlock()
-	ctx = check.StartPass(ctx)
+	h.passes.Start()
 	protected := h.protectedInterfaces(ctx)
 	h.protected.Store(&protected)
 	rep := runner.Run(ctx, checks)
@@ -274,6 +277,7 @@ func (h *Host) buildChecks() []check.Check {
 	// Closing what an older configuration opened needs the whole configuration: the daemon's,
 	// once Calico's resources are read (never agent check's flags alone).
 	fo.RemoveStale = h.managed && h.calico.Authoritative()
+	fo.Passes = &h.passes
 	checks = append(checks, firewalld.Checks(h.fw, fo)...)
 	checks = append(checks, h.networkdChecks()...)
 	return checks
@@ -347,7 +351,7 @@ func (h *Host) calicoStarted() bool {
 	return err == nil
 }
 
-// describe is the node's part of the report of the pass ctx carries.
+// describe is the node's part of the report of the current pass.
 func (h *Host) describe(ctx context.Context) report.Node {
 	cfg := h.config()
 	n := report.Node{Pools: poolsOf(cfg), Warnings: h.Effective().Warnings}
@@ -391,7 +395,7 @@ func firewalldOptions(cfg config.Config, nodeInterface func(context.Context) (st
 	}
 }
 
-// snapshot is the network as this pass (ctx's) sees it, read once.
+// snapshot is the network as this pass sees it, read once.
 func (h *Host) snapshot(ctx context.Context) (host.Snapshot, error) {
 	return h.snap.Get(ctx, h.links.Snapshot)
 }

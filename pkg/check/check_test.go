@@ -203,10 +203,11 @@ func TestReportJSONRoundTrip(t *testing.T) {
 	}
 }
 
-// Checks of one pass share a PassCache read; the next pass, a Forget, a failed read and a read
-// outside any pass all read again.
+// Checks of one pass share a PassCache read, and so does what the caller reads after the run;
+// the next pass, a Forget, a failed read and a read outside any pass all read again.
 func TestPassCache(t *testing.T) {
-	var cache PassCache[int]
+	var passes Passes
+	cache := PassCache[int]{Passes: &passes}
 	reads := 0
 	fail := false
 	read := func(context.Context) (int, error) {
@@ -225,43 +226,48 @@ func TestPassCache(t *testing.T) {
 		seen = append(seen, v)
 		return Passed("%d", v)
 	}
-	checks := []Check{{Name: "a/1", Verify: get}, {Name: "a/2", Verify: get}, {Name: "a/3", Verify: get}}
-	r := Runner{Mode: VerifyOnly}
-	r.Run(context.Background(), checks)
-	r.Run(context.Background(), checks)
-	if want := []int{1, 1, 1, 2, 2, 2}; !reflect.DeepEqual(seen, want) {
-		t.Fatalf("values over two passes = %v, want %v", seen, want)
+	ctx := context.Background()
+	get(ctx)
+	get(ctx)
+	if want := []int{1, 2}; !reflect.DeepEqual(seen, want) {
+		t.Fatalf("values before the first pass = %v, want %v", seen, want)
 	}
 
-	// Two runs in one pass that the caller started share it.
 	seen = nil
-	ctx := StartPass(context.Background())
-	r.Run(ctx, checks[:1])
-	r.Run(ctx, checks[1:])
-	get(ctx)
-	if want := []int{3, 3, 3, 3}; !reflect.DeepEqual(seen, want) {
-		t.Fatalf("values of runs in one started pass = %v, want %v", seen, want)
+	checks := []Check{{Name: "a/1", Verify: get}, {Name: "a/2", Verify: get}, {Name: "a/3", Verify: get}}
+	r := Runner{Mode: VerifyOnly}
+	pass := func(checks []Check) {
+		passes.Start()
+		r.Run(ctx, checks)
+	}
+	pass(checks)
+	get(ctx) // the caller's read after the run: the same pass
+	pass(checks)
+	if want := []int{3, 3, 3, 3, 4, 4, 4}; !reflect.DeepEqual(seen, want) {
+		t.Fatalf("values over two passes = %v, want %v", seen, want)
 	}
 
 	seen = nil
 	forget := Check{Name: "a/forget", Verify: func(ctx context.Context) Result { cache.Forget(); return Passed("") }}
-	r.Run(context.Background(), []Check{checks[0], forget, checks[1]})
-	if want := []int{4, 5}; !reflect.DeepEqual(seen, want) {
+	pass([]Check{checks[0], forget, checks[1]})
+	if want := []int{5, 6}; !reflect.DeepEqual(seen, want) {
 		t.Fatalf("values around a Forget = %v, want %v", seen, want)
 	}
 
 	fail = true
-	rep := r.Run(context.Background(), checks[:2])
+	passes.Start()
+	rep := r.Run(ctx, checks[:2])
 	fail = false
-	if rep.Ready || reads != 7 {
-		t.Fatalf("a failed read: ready %v, reads %d; want not ready and each check reading (7)", rep.Ready, reads)
+	if rep.Ready || reads != 8 {
+		t.Fatalf("a failed read: ready %v, reads %d; want not ready and each check reading (8)", rep.Ready, reads)
 	}
 
 	seen = nil
-	get(context.Background())
-	get(context.Background())
-	if want := []int{8, 9}; !reflect.DeepEqual(seen, want) {
-		t.Fatalf("values outside a pass = %v, want %v", seen, want)
+	cache.Passes = nil
+	get(ctx)
+	get(ctx)
+	if want := []int{9, 10}; !reflect.DeepEqual(seen, want) {
+		t.Fatalf("values without Passes = %v, want %v", seen, want)
 	}
 }
 
@@ -269,11 +275,13 @@ func TestPassCache(t *testing.T) {
 // for at most MaxAge; a Forget still drops it.
 func TestPassCacheVersion(t *testing.T) {
 	var version uint64 = 1
-	cache := PassCache[int]{Version: func() uint64 { return version }, MaxAge: time.Hour}
+	var passes Passes
+	cache := PassCache[int]{Passes: &passes, Version: func() uint64 { return version }, MaxAge: time.Hour}
 	reads := 0
 	read := func(context.Context) (int, error) { reads++; return reads, nil }
 	var got []int
 	pass := func() {
+		passes.Start()
 		(&Runner{}).Run(context.Background(), []Check{{Name: "a/1", Verify: func(ctx context.Context) Result {
 			v, _ := cache.Get(ctx, read)
 			got = append(got, v)

@@ -3,38 +3,42 @@ package check
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// pass identifies one Runner.Run; PassCache keys on it. It has a field so that two passes
-// never share an address.
-type pass struct{ _ byte }
+// Passes counts the passes over a set of checks. Whoever runs the checks starts each pass;
+// whoever builds them hands the same Passes to every PassCache, so reads through those caches
+// are shared by the checks of one pass and by anything the owner reads around it (the node
+// report after the pass it describes). The zero value is ready to use; nil means no passes, and
+// then a PassCache keeps nothing.
+type Passes struct{ n atomic.Uint64 }
 
-type passKey struct{}
+// Start begins a new pass: every PassCache of p reads again (or asks its Version).
+func (p *Passes) Start() { p.n.Add(1) }
 
-// StartPass returns ctx carrying a pass: the one it carries already, or a new one. Runner.Run
-// starts one; a caller that reads through PassCaches before or after the run (the node report
-// after the pass it describes) starts the pass itself and hands the same ctx to all of them.
-func StartPass(ctx context.Context) context.Context {
-	if _, ok := ctx.Value(passKey{}).(*pass); ok {
-		return ctx
+// current is the number of the pass under way; 0 before the first.
+func (p *Passes) current() uint64 {
+	if p == nil {
+		return 0
 	}
-	return context.WithValue(ctx, passKey{}, &pass{})
+	return p.n.Load()
 }
 
 // PassCache holds a value read at most once per pass, for checks that share a costly read (one
-// D-Bus round trip per check adds up to milliseconds a pass). A read outside a pass, or one
-// that fails, is not kept. The zero value is ready to use and safe for concurrent use.
+// D-Bus round trip per check adds up to milliseconds a pass). A read outside a pass (Passes nil
+// or not started), or one that fails, is not kept. It is safe for concurrent use.
 //
 // With Version set, a value also serves later passes: as long as Version returns the non-zero
 // number it returned before the read, for at most MaxAge. Version is how a system says it has
 // not changed, e.g. a count of its change signals (0: nobody is listening, assume anything).
 type PassCache[T any] struct {
+	Passes  *Passes
 	Version func() uint64
 	MaxAge  time.Duration
 
 	mu      sync.Mutex
-	pass    *pass
+	pass    uint64 // the pass v was read in or last served; 0: none
 	version uint64
 	at      time.Time
 	v       T
@@ -43,17 +47,17 @@ type PassCache[T any] struct {
 // Get returns the value read in this pass (or still valid from an earlier one), reading it
 // with read when there is none.
 func (c *PassCache[T]) Get(ctx context.Context, read func(context.Context) (T, error)) (T, error) {
-	p, _ := ctx.Value(passKey{}).(*pass)
+	p := c.Passes.current()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if p != nil && c.pass == p {
+	if p != 0 && c.pass == p {
 		return c.v, nil
 	}
 	var version uint64
 	if c.Version != nil {
 		version = c.Version()
 	}
-	if p != nil && c.pass != nil && version != 0 && version == c.version && time.Since(c.at) < c.MaxAge {
+	if p != 0 && c.pass != 0 && version != 0 && version == c.version && time.Since(c.at) < c.MaxAge {
 		c.pass = p
 		return c.v, nil
 	}
@@ -71,5 +75,5 @@ func (c *PassCache[T]) Forget() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var zero T
-	c.pass, c.version, c.v = nil, 0, zero
+	c.pass, c.version, c.v = 0, 0, zero
 }

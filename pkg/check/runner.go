@@ -30,10 +30,9 @@ type Runner struct {
 }
 
 // Run runs every check in order. Checks run in the order given because later steps may rely on
-// earlier ones (a firewalld zone before the interfaces in it). The run is one pass (ctx's, if
-// it carries one): reads through a PassCache are shared by its checks.
+// earlier ones (a firewalld zone before the interfaces in it). The caller starts the pass
+// (Passes.Start) that the checks' PassCaches share.
 func (r *Runner) Run(ctx context.Context, checks []Check) Report {
-	ctx = StartPass(ctx)
 	now := r.Now
 	if now == nil {
 		now = time.Now

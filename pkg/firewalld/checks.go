@@ -64,6 +64,8 @@ type zoneState struct {
 type policyState struct{ runtime, permanent *PolicySettings }
 
 func (m *manager) caches() {
+	p := m.o.Passes
+	m.info.Passes, m.zoneName.Passes, m.rules.Passes, m.fwdZone.Passes, m.policies.Passes = p, p, p, p, p
 	if m.c == nil {
 		return
 	}

@@ -42,6 +42,10 @@ func dial(t testing.TB, ctx context.Context, n *testbed.Node) *firewalld.Client 
 	return c
 }
 
+// passes is what run starts a pass of, as the agent does before each of its runs. Tests share
+// it: a pass started by another test only makes a cache read again.
+var passes check.Passes
+
 // options are the default configuration's: BGP with IPIP, forwarding on, the node's pod CIDR.
 func options(n *testbed.Node, podCIDR netip.Prefix) firewalld.Options {
 	return firewalld.Options{
@@ -51,10 +55,13 @@ func options(n *testbed.Node, podCIDR netip.Prefix) firewalld.Options {
 		Forwarding:    true,
 		PodCIDRs:      []netip.Prefix{podCIDR},
 		StateDir:      n.StateDir,
+		Passes:        &passes,
 	}
 }
 
+// run is one pass of checks.
 func run(ctx context.Context, mode check.Mode, checks []check.Check) check.Report {
+	passes.Start()
 	r := check.Runner{Mode: mode}
 	return r.Run(ctx, checks)
 }

@@ -9,7 +9,7 @@ import (
 	"regexp"
 
 	"github.com/calico-prep/calico-prep/pkg/calico"
-
+	"github.com/calico-prep/calico-prep/pkg/check"
 	"github.com/calico-prep/calico-prep/pkg/config"
 )
 
@@ -57,6 +57,9 @@ type Options struct {
 	RemoveStale bool
 	// StateDir holds the record of what calico-prep added (firewalld.json).
 	StateDir string
+	// Passes, started by whoever runs the checks, lets the checks of one pass share what they
+	// read from firewalld; nil: every check reads for itself.
+	Passes *check.Passes
 	// Log receives one line per change; nil discards.
 	Log *slog.Logger
 }
