@@ -81,6 +81,7 @@ echo "==> figures (2-core machine; the apiserver, etcd, firewalld and NetworkMan
 printf '%-56s %16s   %-8s %s\n' FIGURE MEASURED GOAL ""
 row "RSS after $idle idle, scraped every 15 s (MiB)" "$(metric $foot $foot rss-MiB)" "<= 18" "v <= 18"
 row "  of it: mapped binary / anonymous (MiB)" "$(metric $foot $foot file-rss-MiB) / $(metric $foot $foot anon-rss-MiB)"
+row "  of the binary resident: text / rodata / pclntab (MiB)" "$(metric $foot $foot text-rss-MiB) / $(metric $foot $foot rodata-rss-MiB) / $(metric $foot $foot pclntab-rss-MiB)"
 row "  Go heap in use / retained from the OS (MiB)" "$(metric $foot $foot heap-inuse-MiB) / $(metric $foot $foot heap-retained-MiB)"
 row "CPU while idle (ms over the idle period)" "$(metric $foot $foot idle-cpu-ms)"
 row "CPU while idle (% of one core)" "$(metric $foot $foot idle-cpu-%)"
@@ -96,5 +97,8 @@ row "FelixConfiguration change -> port open at runtime, median (ms)" "$(metric $
 row "FelixConfiguration change -> port open at runtime, p99 (ms)" "$(metric $felix $felix runtime-p99-ms)"
 row "FelixConfiguration change -> port open permanently, median (ms)" "$(metric $felix $felix permanent-median-ms)"
 row "agent binary (bytes)" "$size"
+echo
+# Which modules the resident text and rodata belong to (BenchmarkIdleFootprint prints it).
+sed -n '/^resident pages of the binary/,/(no symbol)/p' "$out/$foot.txt"
 echo
 echo "raw output: $out"

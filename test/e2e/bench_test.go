@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -124,6 +125,7 @@ func BenchmarkStartToReady(b *testing.B) {
 // the shipped resync interval of 10 minutes) and reports its resident memory at the end, its
 // CPU time over the idle period and its API requests, at startup and while idle.
 func BenchmarkIdleFootprint(b *testing.B) {
+	syms := buildSymbolTwin(b)
 	e := setup(b, kube.Cluster(b), "e2e-bench-idle")
 	w := e.watchNode()
 	a := startAgent(b, e.node, e.agentArgs("--resync-interval=10m")...)
@@ -147,6 +149,11 @@ func BenchmarkIdleFootprint(b *testing.B) {
 		b.Fatal(err)
 	}
 	took := time.Since(quiet)
+	res, err := measureResidency(a.Pid, agentBin, syms)
+	if err != nil {
+		b.Fatal(err)
+	}
+	res.print(os.Stdout, 15)
 	// The Go runtime's view of the anonymous part, from the agent's own metrics.
 	heap := a.metric(b, "go_memstats_heap_inuse_bytes")
 	heapSys := a.metric(b, "go_memstats_heap_sys_bytes") - a.metric(b, "go_memstats_heap_released_bytes")
@@ -161,6 +168,9 @@ func BenchmarkIdleFootprint(b *testing.B) {
 	b.ReportMetric(float64(after.hwmKiB)/1024, "peak-rss-MiB")
 	b.ReportMetric(float64(after.anonKiB)/1024, "anon-rss-MiB")
 	b.ReportMetric(float64(after.rssKiB-after.anonKiB)/1024, "file-rss-MiB")
+	b.ReportMetric(float64(res.section(".text"))/(1<<20), "text-rss-MiB")
+	b.ReportMetric(float64(res.section(".rodata"))/(1<<20), "rodata-rss-MiB")
+	b.ReportMetric(float64(res.section(".gopclntab"))/(1<<20), "pclntab-rss-MiB")
 	b.ReportMetric(heap/(1<<20), "heap-inuse-MiB")
 	b.ReportMetric(heapSys/(1<<20), "heap-retained-MiB")
 	b.ReportMetric(goSys/(1<<20), "go-sys-MiB")
