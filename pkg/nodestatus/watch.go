@@ -29,16 +29,23 @@ func watchRetry() wait.Backoff {
 
 var errGone = errors.New("resource version too old")
 
+// anyVersion starts a watch at whatever state the API server's watch cache holds.
+const anyVersion = "0"
+
 // Watch follows this node's object with a single-object watch (a field selector on its name,
-// never a list of all nodes). The first value is the current state: a watch without a resource
-// version starts with a synthetic ADDED event, so no separate GET is needed. Only the latest
-// state is kept when the reader is slow. The channel closes when ctx is done; connection errors
+// never a list of all nodes). The first value is the Node's state: a watch from resource version
+// "0" starts with a synthetic ADDED event from the API server's watch cache, so no separate GET
+// is needed. Without a resource version the API server would first read the current revision
+// from etcd and wait up to 3 s for its cache to reach it: one more etcd read per node, and under
+// load the watch fails ("Too large resource version") and is made again. A cached state that is
+// a little behind is followed by the events that bring it up to date. Only the latest state is
+// kept when the reader is slow. The channel closes when ctx is done; connection errors
 // are retried with capped exponential backoff.
 func (c *Client) Watch(ctx context.Context) <-chan Node {
 	ch := make(chan Node, 1)
 	go func() {
 		defer close(ch)
-		rv := ""
+		rv := anyVersion
 		b := watchRetry()
 		for {
 			progressed, err := c.watchOnce(ctx, &rv, ch)
@@ -52,9 +59,9 @@ func (c *Client) Watch(ctx context.Context) <-chan Node {
 			}
 			if errors.Is(err, errGone) {
 				// rv is older than the server keeps (it restarted or compacted): start again
-				// from the current state, at once; waiting would only hide changes.
+				// from the state it holds, at once; waiting would only hide changes.
 				c.log.Info("node watch expired; watching again from the current state", "node", c.node)
-				rv = ""
+				rv = anyVersion
 				continue
 			}
 			d := b.Step()
@@ -76,10 +83,8 @@ func (c *Client) watchOnce(ctx context.Context, rv *string, ch chan Node) (progr
 		Param("fieldSelector", "metadata.name="+c.node).
 		Param("watch", "true").
 		Param("allowWatchBookmarks", "true").
-		Param("timeoutSeconds", strconv.Itoa(int(watchTimeout.Seconds())))
-	if *rv != "" {
-		req = req.Param("resourceVersion", *rv)
-	}
+		Param("timeoutSeconds", strconv.Itoa(int(watchTimeout.Seconds()))).
+		Param("resourceVersion", *rv)
 	stream, err := req.Stream(ctx)
 	if apierrors.IsGone(err) || apierrors.IsResourceExpired(err) {
 		return false, errGone

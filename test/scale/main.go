@@ -392,16 +392,21 @@ func (f *fleet) apiserverRequests(ctx context.Context) (requestCounts, error) {
 
 // parseRequestTotal sums apiserver_request_total by resource and verb for nodes and events,
 // e.g. "nodes PATCH". The API server counts a watch there when it ends; the watches open now
-// (apiserver_longrunning_requests) are "nodes WATCH open".
+// (apiserver_longrunning_requests) are "nodes WATCH open", and the watches it closed because
+// their client did not take the events in time (apiserver_terminated_watchers_total) are
+// "terminated watchers of nodes".
 func parseRequestTotal(text string) requestCounts {
 	out := requestCounts{}
 	for line := range strings.SplitSeq(text, "\n") {
-		open := false
+		open, terminated := false, false
 		rest, ok := strings.CutPrefix(line, "apiserver_request_total{")
 		if !ok {
 			rest, open = strings.CutPrefix(line, "apiserver_longrunning_requests{")
 		}
 		if !ok && !open {
+			rest, terminated = strings.CutPrefix(line, "apiserver_terminated_watchers_total{")
+		}
+		if !ok && !open && !terminated {
 			continue
 		}
 		labels, value, ok := strings.Cut(rest, "} ")
@@ -424,8 +429,11 @@ func parseRequestTotal(text string) requestCounts {
 		if l["subresource"] != "" {
 			key = l["resource"] + "/" + l["subresource"] + " " + l["verb"]
 		}
-		if open {
+		switch {
+		case open:
 			key += " open"
+		case terminated:
+			key = "terminated watchers of " + l["resource"]
 		}
 		out[key] += v
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 	"testing"
@@ -62,7 +63,11 @@ func TestScale(t *testing.T) {
 	add("Node requests per agent at start (API server)", nodeRequests(api1.minus(api0), n), "<= 3")
 	add("all requests per agent at start (agents)", float64(f.stats.total())/float64(n), "")
 	add("start burst: busiest second (requests)", startPeak, "")
+	// Watches beyond one per agent: the API server closes a watch whose client does not take
+	// its events in time, and the agent watches again.
+	add("  Node watches the API server closed as unresponsive", api1.minus(api0)["terminated watchers of nodes"], "")
 	t.Logf("agents' requests at start, by verb: %v", f.stats.byVerb())
+	t.Logf("the API server's count at start: %v", api1.minus(api0))
 
 	// 2. Idle: no writes, no requests but the open watches.
 	idleFrom := time.Now()
@@ -238,3 +243,21 @@ func writes(delta map[string]float64) float64 {
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.1f", d.Seconds()) }
+
+// The API server's counters by resource and verb: ended requests, open watches and watches it
+// closed for being slow; other resources are left out.
+func TestParseRequestTotal(t *testing.T) {
+	text := `# HELP apiserver_request_total Counter of apiserver requests.
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="nodes",scope="resource",subresource="",verb="PATCH",version="v1"} 7
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="nodes",scope="resource",subresource="status",verb="PATCH",version="v1"} 5
+apiserver_request_total{code="409",component="apiserver",dry_run="",group="",resource="nodes",scope="resource",subresource="status",verb="PATCH",version="v1"} 1
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",scope="namespace",subresource="",verb="LIST",version="v1"} 9
+apiserver_longrunning_requests{component="apiserver",group="",resource="nodes",scope="resource",subresource="",verb="WATCH",version="v1"} 3
+apiserver_terminated_watchers_total{group="",resource="nodes"} 2
+apiserver_terminated_watchers_total{group="",resource="pods"} 4
+`
+	want := requestCounts{"nodes PATCH": 7, "nodes/status PATCH": 6, "nodes WATCH open": 3, "terminated watchers of nodes": 2}
+	if got := parseRequestTotal(text); !maps.Equal(got, want) {
+		t.Fatalf("parseRequestTotal = %v, want %v", got, want)
+	}
+}
