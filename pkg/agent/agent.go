@@ -78,6 +78,9 @@ type Publisher interface {
 	Watch(ctx context.Context) <-chan nodestatus.Node
 	// Current is the Node as last seen; false while it has not been seen.
 	Current() (nodestatus.Node, bool)
+	// Refresh reads the Node as it is now: the watch's first state may be a cache's, a little
+	// behind.
+	Refresh(ctx context.Context) error
 	Publish(ctx context.Context, want nodestatus.Status) (writes int, err error)
 	Event(ctx context.Context, warning bool, reason, message string) error
 	CountNodes(ctx context.Context) (int64, error)
@@ -330,6 +333,11 @@ func (a *Agent) Once(ctx context.Context) (check.Report, error) {
 	}
 	rep, _ := a.LastReport()
 	if a.reporting() {
+		// No later watch event will correct a write left out against a stale first state.
+		if err := a.node.Refresh(ctx); err != nil {
+			a.log.Warn("cannot read the Node", "err", err)
+			return rep, errors.New("reading the Node failed; see the log")
+		}
 		if err := a.publish(ctx); err != nil {
 			a.log.Warn("cannot update the Node", "err", err)
 			return rep, errors.New("publishing the node status failed; see the log")

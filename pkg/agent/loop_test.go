@@ -135,6 +135,9 @@ type fakeNode struct {
 	writes []nodestatus.Status
 	events []event
 	counts int
+	// refreshed counts Refresh calls; publishedAt, the count when each Publish began.
+	refreshed   int
+	publishedAt []int
 }
 
 // newFakeNode returns a Node that is seen already when n is not nil.
@@ -174,10 +177,18 @@ func (n *fakeNode) Current() (nodestatus.Node, bool) {
 	return *n.node, true
 }
 
+func (n *fakeNode) Refresh(context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.refreshed++
+	return nil
+}
+
 func (n *fakeNode) Publish(ctx context.Context, want nodestatus.Status) (int, error) {
 	n.mu.Lock()
 	block := n.block
 	n.calls++
+	n.publishedAt = append(n.publishedAt, n.refreshed)
 	n.mu.Unlock()
 	if block != nil {
 		select {
@@ -983,6 +994,12 @@ wait:
 	}
 	if got, _ := node.snapshot(); len(got) != 1 || !got[0].Ready {
 		t.Errorf("Once wrote %+v, want one ready status", got)
+	}
+	// The watch's first state may be a cache's: Once reads the Node again before it writes.
+	node.mu.Lock()
+	defer node.mu.Unlock()
+	if !slices.Equal(node.publishedAt, []int{1}) {
+		t.Errorf("Refresh calls before each Publish: %v, want [1]", node.publishedAt)
 	}
 }
 

@@ -81,6 +81,23 @@ func (c *Client) Current() (Node, bool) {
 	return *n, true
 }
 
+// Refresh reads the Node with a consistent read (a GET without a resource version is served
+// from etcd) and records it unless the view holds a newer version. What Watch delivers first
+// is the API server's cached state, which may be a little behind: the daemon's later events
+// catch up with it, a one-shot run has none.
+func (c *Client) Refresh(ctx context.Context) error {
+	res, err := c.rc.Get().Resource("nodes").Name(c.node).Do(ctx).Raw()
+	if err != nil {
+		return fmt.Errorf("get node %q: %w", c.node, err)
+	}
+	var n nodeObject
+	if err := json.Unmarshal(res, &n); err != nil {
+		return fmt.Errorf("decode node %q: %w", c.node, err)
+	}
+	c.view.set(&n)
+	return nil
+}
+
 // Seen reports whether the node has been seen; Publish needs it, because a server-side apply to
 // a missing Node would create one.
 func (c *Client) Seen() bool {

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/calico-prep/calico-prep/test/kubetest"
 )
@@ -176,5 +177,47 @@ func TestPublishAfterUnseenDeletion(t *testing.T) {
 	}
 	if _, err := cs.CoreV1().Nodes().Get(t.Context(), node.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the deleted Node exists again: %v", err)
+	}
+}
+
+// TestRefresh: Refresh records the Node as the API server has it now, and fails, wrapping the
+// API's error, for a Node that does not exist.
+func TestRefresh(t *testing.T) {
+	c := kube.Cluster(t)
+	cs := c.Client(t)
+	node, err := cs.CoreV1().Nodes().Create(t.Context(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "pub-refresh"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := New(c.Config(), node.Name, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if client.Seen() {
+		t.Fatal("seen before any read")
+	}
+	if err := client.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !client.Seen() {
+		t.Fatal("not seen after Refresh")
+	}
+	patch := []byte(`{"metadata":{"labels":{"example.com/zone":"b"}}}`)
+	if _, err := cs.CoreV1().Nodes().Patch(t.Context(), node.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := client.Current(); n.Labels["example.com/zone"] != "b" {
+		t.Fatalf("after a change and Refresh: labels %v, want example.com/zone=b", n.Labels)
+	}
+
+	missing, err := New(c.Config(), "pub-refresh-missing", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := missing.Refresh(t.Context()); !apierrors.IsNotFound(err) {
+		t.Fatalf("Refresh of a missing Node: %v, want NotFound", err)
 	}
 }
