@@ -21,12 +21,14 @@ import (
 // residency is where the agent's file-backed resident memory lies in its own binary: the
 // pages of each ELF section the kernel has mapped into the process, and the text and rodata
 // pages shared out to the Go modules whose symbols they hold (by bytes, when a page holds
-// several). pclntab (function metadata) is one blob, not split by symbol.
+// several). Only symbols with a size can be placed: all functions, but little of rodata (type
+// descriptors and strings are sizeless groups in Go's symbol table), so the split by module is
+// in effect one of code. pclntab (function metadata) is one blob, not split either.
 type residency struct {
 	sections []sectionResidency
 	modules  []moduleResidency
-	// unattributed is resident text and rodata that no symbol with a size covers (padding,
-	// the linker's own data).
+	// unattributed is resident text and rodata that no symbol with a size covers: most of
+	// rodata (type descriptors, strings), padding.
 	unattributed int64
 }
 
@@ -181,15 +183,23 @@ func residentFilePages(pid int, exe string) (map[uint64]bool, error) {
 }
 
 // moduleOf is the module a Go symbol belongs to, for the figures: the standard library as
-// "std", this module as "calico-prep", else the module path's first elements
-// (k8s.io/apimachinery, github.com/godbus/dbus). Type descriptors (type:*T) and itabs count
-// for the package of their type; symbols of no package ("go:string.*", "runtime.rodata") for
-// "(linker)".
+// "std", this module (cmd/agent's package main included) as "calico-prep", else the module
+// path's first elements (k8s.io/apimachinery, github.com/godbus/dbus). Generated equality and
+// hash functions (type:.eq.T) and itabs (go:itab.T,I) count for their type's package; other
+// go: and type: symbols for "(linker)".
 func moduleOf(sym string) string {
-	s := strings.TrimPrefix(sym, "type:")
-	s = strings.TrimPrefix(s, "go:itab.")
+	s := sym
+	for _, p := range []string{"type:.eq.", "type:.hash.", "go:itab."} {
+		if rest, ok := strings.CutPrefix(s, p); ok {
+			s = rest
+			break
+		}
+	}
 	s = strings.TrimLeft(s, "*[]")
-	if strings.HasPrefix(s, "go:") || !strings.Contains(s, ".") {
+	if i := strings.IndexByte(s, ','); i >= 0 && strings.HasPrefix(sym, "go:itab.") {
+		s = s[:i] // the type; the interface follows
+	}
+	if strings.HasPrefix(s, "go:") || strings.HasPrefix(s, "type:") || !strings.Contains(s, ".") {
 		return "(linker)"
 	}
 	// The package path ends at the first dot after its last slash; generic arguments and
@@ -207,10 +217,10 @@ func moduleOf(sym string) string {
 	}
 	elems := strings.Split(pkg, "/")
 	switch {
+	case pkg == "main" || strings.HasPrefix(pkg, "github.com/calico-prep/calico-prep"):
+		return "calico-prep"
 	case !strings.Contains(elems[0], "."):
 		return "std"
-	case strings.HasPrefix(pkg, "github.com/calico-prep/calico-prep"):
-		return "calico-prep"
 	case elems[0] == "github.com" || elems[0] == "golang.org" || elems[0] == "gopkg.in":
 		return strings.Join(elems[:min(3, len(elems))], "/")
 	default:
@@ -224,16 +234,22 @@ func TestModuleOf(t *testing.T) {
 	for sym, want := range map[string]string{
 		"runtime.mallocgc":        "std",
 		"crypto/tls.(*Conn).Read": "std",
-		"type:*crypto/tls.Conn":   "std",
 		"slices.SortFunc[go.shape.[]uint8,go.shape.func(k8s.io/apimachinery/pkg/util.X)]": "std",
 		"k8s.io/apimachinery/pkg/util/runtime.HandleError":                                "k8s.io/apimachinery",
-		"go:itab.*k8s.io/client-go/rest.Request,io.Reader":                                "k8s.io/client-go",
 		"github.com/godbus/dbus/v5.(*Conn).Send":                                          "github.com/godbus/dbus",
 		"github.com/calico-prep/calico-prep/pkg/agent.(*Agent).Run":                       "calico-prep",
-		"type:[]github.com/vishvananda/netlink.Addr":                                      "github.com/vishvananda/netlink",
-		"google.golang.org/protobuf/internal/impl.init":                                   "google.golang.org/protobuf",
-		"go:string.*":    "(linker)",
-		"runtime.rodata": "std",
+		"main.run":          "calico-prep",
+		"main.(*flags).Set": "calico-prep",
+		"google.golang.org/protobuf/internal/impl.init":               "google.golang.org/protobuf",
+		"type:.eq.k8s.io/api/core/v1.NodeStatus":                      "k8s.io/api",
+		"type:.eq.github.com/calico-prep/calico-prep/pkg/check.Entry": "calico-prep",
+		"type:.hash.crypto/tls.sessionState":                          "std",
+		"go:itab.*os.File,k8s.io/apimachinery/pkg/watch.Interface":    "std",
+		"go:itab.*k8s.io/client-go/rest.Request,io.Reader":            "k8s.io/client-go",
+		"go:string.*":  "(linker)",
+		"type:*":       "(linker)",
+		"go:func.*":    "(linker)",
+		"runtime.text": "std",
 	} {
 		if got := moduleOf(sym); got != want {
 			t.Errorf("moduleOf(%q) = %q, want %q", sym, got, want)

@@ -232,10 +232,13 @@ func nodeRequests(delta map[string]float64, n int) string {
 	return fmt.Sprintf("%.2f", sum/float64(n))
 }
 
+// writes sums the API server's counts of writing verbs; open watches and the watches it closed
+// are not requests of their own.
 func writes(delta map[string]float64) float64 {
 	var sum float64
 	for k, v := range delta {
-		if verb := k[strings.LastIndexByte(k, ' ')+1:]; verb != "GET" && verb != "LIST" && verb != "WATCH" {
+		switch k[strings.LastIndexByte(k, ' ')+1:] {
+		case "POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION":
 			sum += v
 		}
 	}
