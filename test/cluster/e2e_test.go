@@ -106,9 +106,10 @@ func TestDaemonSetOnRealCluster(t *testing.T) {
 		c.Kube.Kubectl(t, "apply", "-k", base)
 		waitNode(t, c, a.Name, 3*time.Minute, "prepared", prepared)
 		t.Logf("figure: kubectl apply → node %s prepared in %s", a.Name, time.Since(began).Round(100*time.Millisecond))
+		// The label and the condition go out as two concurrent applies: wait for both.
 		held := waitNode(t, c, b.Name, time.Minute, "reported unprepared", func(n *corev1.Node) bool {
 			cond := NodeCondition(n, nodestatus.ConditionType)
-			return cond != nil && cond.Status == corev1.ConditionFalse
+			return cond != nil && cond.Status == corev1.ConditionFalse && n.Labels[nodestatus.LabelReady] != ""
 		})
 		if held.Labels[nodestatus.LabelPrepared] != "" || held.Labels[nodestatus.LabelReady] != "false" {
 			t.Errorf("node %s with a pod CIDR collision: labels %v, want ready=false and no prepared", b.Name, held.Labels)
