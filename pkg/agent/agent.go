@@ -334,7 +334,10 @@ func (a *Agent) Once(ctx context.Context) (check.Report, error) {
 	rep, _ := a.LastReport()
 	if a.reporting() {
 		// No later watch event will correct a write left out against a stale first state.
-		if err := a.node.Refresh(ctx); err != nil {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := a.node.Refresh(rctx)
+		cancel()
+		if err != nil {
 			a.log.Warn("cannot read the Node", "err", err)
 			return rep, errors.New("reading the Node failed; see the log")
 		}

@@ -81,17 +81,34 @@ func (c *Client) Current() (Node, bool) {
 	return *n, true
 }
 
-// Refresh reads the Node with a consistent read (a GET without a resource version is served
-// from etcd) and records it unless the view holds a newer version. What Watch delivers first
-// is the API server's cached state, which may be a little behind: the daemon's later events
-// catch up with it, a one-shot run has none.
+// Refresh reads the Node as it is now and records it unless the view holds a newer version.
+// What Watch delivers first is the API server's cached state, which may be a little behind: the
+// daemon's later events catch up with it, a one-shot run has none. The read is a watch without
+// a resource version (the API server first reads the current revision from etcd), closed after
+// its first event: the agent's role may watch Nodes, not get them.
 func (c *Client) Refresh(ctx context.Context) error {
-	res, err := c.rc.Get().Resource("nodes").Name(c.node).Do(ctx).Raw()
+	stream, err := c.rc.Get().Resource("nodes").
+		Param("fieldSelector", "metadata.name="+c.node).
+		Param("watch", "true").
+		Stream(ctx)
 	if err != nil {
-		return fmt.Errorf("get node %q: %w", c.node, err)
+		return fmt.Errorf("watch node %q: %w", c.node, err)
+	}
+	defer func() { _ = stream.Close() }()
+	var ev struct {
+		Type   string          `json:"type"`
+		Object json.RawMessage `json:"object"`
+	}
+	if err := json.NewDecoder(stream).Decode(&ev); err != nil {
+		return fmt.Errorf("read node watch %q: %w", c.node, err)
+	}
+	if ev.Type != "ADDED" {
+		var st metav1.Status
+		_ = json.Unmarshal(ev.Object, &st)
+		return fmt.Errorf("node watch %q: %s event first: %s", c.node, ev.Type, st.Message)
 	}
 	var n nodeObject
-	if err := json.Unmarshal(res, &n); err != nil {
+	if err := json.Unmarshal(ev.Object, &n); err != nil {
 		return fmt.Errorf("decode node %q: %w", c.node, err)
 	}
 	c.view.set(&n)

@@ -1,6 +1,7 @@
 package nodestatus
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -180,8 +181,8 @@ func TestPublishAfterUnseenDeletion(t *testing.T) {
 	}
 }
 
-// TestRefresh: Refresh records the Node as the API server has it now, and fails, wrapping the
-// API's error, for a Node that does not exist.
+// TestRefresh: Refresh records the Node as the API server has it now; for a Node that does not
+// exist it returns an error when ctx ends.
 func TestRefresh(t *testing.T) {
 	c := kube.Cluster(t)
 	cs := c.Client(t)
@@ -217,7 +218,9 @@ func TestRefresh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := missing.Refresh(t.Context()); !apierrors.IsNotFound(err) {
-		t.Fatalf("Refresh of a missing Node: %v, want NotFound", err)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	if err := missing.Refresh(ctx); err == nil || missing.Seen() {
+		t.Fatalf("Refresh of a missing Node: %v, seen %v; want an error and nothing seen", err, missing.Seen())
 	}
 }
