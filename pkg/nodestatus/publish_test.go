@@ -149,14 +149,8 @@ func TestPublishAgainstAPIServer(t *testing.T) {
 func TestPublishAfterUnseenDeletion(t *testing.T) {
 	c := kube.Cluster(t)
 	cs := c.Client(t)
-	node, err := cs.CoreV1().Nodes().Create(t.Context(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "pub-unseen-deletion"}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := New(c.Config(), node.Name, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	node := createNode(t, c, "pub-unseen-deletion")
+	client := newClient(t, c, node.Name)
 	// As if the watch had delivered it, and then missed the deletion.
 	raw, err := json.Marshal(node)
 	if err != nil {
@@ -186,14 +180,8 @@ func TestPublishAfterUnseenDeletion(t *testing.T) {
 func TestRefresh(t *testing.T) {
 	c := kube.Cluster(t)
 	cs := c.Client(t)
-	node, err := cs.CoreV1().Nodes().Create(t.Context(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "pub-refresh"}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := New(c.Config(), node.Name, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	node := createNode(t, c, "pub-refresh")
+	client := newClient(t, c, node.Name)
 	if client.Seen() {
 		t.Fatal("seen before any read")
 	}
@@ -214,13 +202,30 @@ func TestRefresh(t *testing.T) {
 		t.Fatalf("after a change and Refresh: labels %v, want example.com/zone=b", n.Labels)
 	}
 
-	missing, err := New(c.Config(), "pub-refresh-missing", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	missing := newClient(t, c, "pub-refresh-missing")
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
 	if err := missing.Refresh(ctx); err == nil || missing.Seen() {
 		t.Fatalf("Refresh of a missing Node: %v, seen %v; want an error and nothing seen", err, missing.Seen())
 	}
+}
+
+// createNode creates a Node with only a name.
+func createNode(t *testing.T, c *kubetest.Cluster, name string) *corev1.Node {
+	t.Helper()
+	node, err := c.Client(t).CoreV1().Nodes().Create(t.Context(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return node
+}
+
+// newClient is a Client for the Node name, logging nowhere.
+func newClient(t *testing.T, c *kubetest.Cluster, name string) *Client {
+	t.Helper()
+	client, err := New(c.Config(), name, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client
 }
