@@ -10,10 +10,9 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 hack/install-deps.sh
-cache=${CALICO_PREP_CACHE:-/var/cache/calico-prep}
 if [[ ${KUBE:-} == 1 ]]; then
   hack/build-kube.sh >/dev/null
-elif [[ ! -x $cache/kube-${KUBE_VERSION:-v1.37.2}/kube-apiserver ]]; then
+elif ! hack/build-kube.sh --cached >/dev/null; then
   export CALICO_PREP_DEMO_KUBE=off
 fi
 go test -count=1 -v -run '^TestDemo$' ./test/demo | grep -Ev '^(=== RUN|--- PASS|PASS$|ok )'

@@ -13,6 +13,5 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 hack/build-kube.sh >/dev/null
-hack/build-containerd.sh >/dev/null
 hack/calico-images.sh >/dev/null
 go test -tags calico -count=1 -timeout 45m -v -run '^TestRealCalico$' ./test/cluster

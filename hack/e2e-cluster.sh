@@ -2,7 +2,7 @@
 # The end-to-end test on a real two-node cluster (README, "Deploy"; test/cluster): the image from
 # `make image`, kubelet, containerd and the control plane built into the cache, the DaemonSet from
 # deploy/base and the chart under the real kubelet, Calico's manifest gated, Prometheus (upstream,
-# hack/prometheus.sh) discovering and scraping the agents, removal.
+# hack/build-kube.sh) discovering and scraping the agents, removal.
 # As root on Debian, after hack/install-deps.sh. Prints the figures it measures (lines "figure:").
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -13,9 +13,6 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 hack/build-kube.sh >/dev/null
-hack/build-containerd.sh >/dev/null
-hack/helm.sh >/dev/null
-hack/prometheus.sh >/dev/null
 # The builds above are done; what is left is the image, the bring-up and the test (about two
 # minutes warm): the timeout bounds a hang, not the work.
 go test -count=1 -timeout 20m -v ./test/cluster

@@ -25,17 +25,65 @@ step() {
     echo "==> step \"$name\" failed after $((SECONDS - start))s: $*" >&2
     exit 1
   fi
-  summary+=("$(printf '%-28s %4ds' "$name" $((SECONDS - start)))")
+  summary+=("$(printf '%-38s %4ds' "$name" $((SECONDS - start)))")
+}
+
+# Builds that only later steps need, and the fuzz run, go one after another in the background at
+# the lowest CPU priority: they take the CPU the foreground steps leave idle (the cluster tests
+# and the version matrix mostly wait on daemons, a cold build on downloads) instead of running
+# alone. `await` waits for one, prints its output and fails the suite if it failed.
+logs=$(mktemp -d)
+background_pid=
+cleanup() {
+  # setsid made the background job the leader of its own process group.
+  if [[ -n $background_pid ]] && kill -0 "$background_pid" 2>/dev/null; then
+    kill -- "-$background_pid" 2>/dev/null || true
+  fi
+  rm -rf "$logs"
+}
+trap cleanup EXIT
+# logged NAME CMD...: runs CMD into $logs/NAME.log; its exit status and seconds into NAME.status.
+logged() {
+  local name=$1; shift
+  local start=$SECONDS rc=0
+  "$@" >"$logs/$name.log" 2>&1 || rc=$?
+  echo "$rc $((SECONDS - start))" >"$logs/$name.status"
+  return "$rc"
+}
+# background "NAME CMD..." ...: runs each command after the one before it has succeeded.
+background() {
+  local script job
+  script="logs=$logs; $(declare -f logged)"
+  for job in "$@"; do
+    script+=" && logged $job"
+  done
+  setsid nice -n 19 bash -c "$script" </dev/null >/dev/null 2>&1 &
+  background_pid=$!
+}
+await() {
+  local name=$1 title=$2 start=$SECONDS rc took
+  echo "==> $title (in the background)"
+  while [[ ! -f $logs/$name.status ]]; do
+    if ! kill -0 "$background_pid" 2>/dev/null && [[ ! -f $logs/$name.status ]]; then
+      echo "==> step \"$title\" did not run: a background step before it failed" >&2
+      exit 1
+    fi
+    sleep 1
+  done
+  read -r rc took <"$logs/$name.status"
+  cat "$logs/$name.log"
+  if [[ $rc -ne 0 ]]; then
+    echo "==> step \"$title\" failed after ${took}s" >&2
+    exit 1
+  fi
+  summary+=("$(printf '%-38s %4ds (background %ds)' "$title" $((SECONDS - start)) "$took")")
 }
 
 step "install Debian packages" hack/install-deps.sh
-step "build kube binaries" hack/build-kube.sh
-step "build containerd" hack/build-containerd.sh
+background "upstream hack/build-upstream.sh all" "calico hack/calico-images.sh" \
+  "fuzz hack/fuzz.sh"
+step "build Kubernetes, containerd, helm, Prometheus" hack/build-kube.sh
 step "build lint tools" hack/tools.sh
-step "build helm" hack/helm.sh
-step "build prometheus" hack/prometheus.sh
-step "build firewalld/NetworkManager matrix" hack/build-upstream.sh all
-step "build Calico" hack/build-calico.sh
 gofmt_clean() {
   local files out
   mapfile -t files < <(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
@@ -57,10 +105,12 @@ mapfile -t packages < <(go list ./... | grep -v '/test/cluster$')
 step "go test -race" go test -race -count=1 -timeout 40m "${packages[@]}"
 step "go test without root" hack/test-nonroot.sh
 step "e2e cluster" hack/e2e-cluster.sh
+await upstream "build firewalld/NetworkManager matrix"
+step "version matrix" hack/test-matrix.sh
+await calico "build Calico"
 # The acceptance test: the real Calico on that cluster, prepared by calico-prep (README, "The proof").
 step "e2e Calico" hack/e2e-calico.sh
-step "version matrix" hack/test-matrix.sh
-step "fuzz (${FUZZTIME:-10s} each)" hack/fuzz.sh
+await fuzz "fuzz (${FUZZTIME:-10s} each)"
 step "govulncheck" hack/vulncheck.sh
 
 echo

@@ -78,10 +78,10 @@ type Cluster struct {
 	// Took is how long each phase of Up took: "binaries", "images", "control plane", "nodes".
 	Took map[string]time.Duration
 
-	id                     string
-	kubeDir, containerdDir string
-	repo                   string
-	kcm, scheduler         *testkit.Proc
+	id             string
+	kubeDir        string
+	repo           string
+	kcm, scheduler *testkit.Proc
 	// nodeInit is the pause program, every node's init.
 	nodeInit string
 }
@@ -121,10 +121,7 @@ func Up(t testing.TB, opts Options) *Cluster {
 		if c.kubeDir, err = script(ctx, c.repo, "hack/build-kube.sh"); err != nil {
 			return err
 		}
-		c.containerdDir, err = script(ctx, c.repo, "hack/build-containerd.sh")
-		if err == nil {
-			_, err = exec.LookPath("runc")
-		}
+		_, err = exec.LookPath("runc")
 		return err
 	})
 	var pause string
@@ -484,11 +481,11 @@ func repoRoot() (string, error) {
 		return "", err
 	}
 	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "hack", "build-containerd.sh")); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, "hack", "build-kube.sh")); err == nil {
 			return dir, nil
 		}
 		if dir == filepath.Dir(dir) {
-			return "", fmt.Errorf("find hack/build-containerd.sh above %q: not found", wd)
+			return "", fmt.Errorf("find hack/build-kube.sh above %q: not found", wd)
 		}
 	}
 }

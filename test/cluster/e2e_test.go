@@ -564,7 +564,7 @@ func helmInstall(t *testing.T, c *Cluster, repo string) helmRelease {
 	t.Helper()
 	home := t.TempDir()
 	h := helmRelease{
-		bin: strings.TrimSpace(run(t, repo, nil, filepath.Join(repo, "hack/helm.sh"))), repo: repo,
+		bin: filepath.Join(c.kubeDir, "helm"), repo: repo,
 		env: []string{"KUBECONFIG=" + c.Kube.Kubeconfig, "HELM_CACHE_HOME=" + home, "HELM_CONFIG_HOME=" + home, "HELM_DATA_HOME=" + home},
 	}
 	// Prometheus scrapes the agents from outside their nodes, so firewalld must let 9476/tcp in.

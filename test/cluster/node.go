@@ -86,8 +86,8 @@ func (n *Node) up(ctx context.Context, c *Cluster, images []string) error {
 	if err := n.launcher.startRoot(nodeInit); err != nil {
 		return err
 	}
-	if n.containerd, err = n.launcher.run("containerd", c.containerdDir,
-		filepath.Join(c.containerdDir, "containerd"), "--config=/etc/containerd/config.toml", "--log-level=info"); err != nil {
+	if n.containerd, err = n.launcher.run("containerd", c.kubeDir,
+		filepath.Join(c.kubeDir, "containerd"), "--config=/etc/containerd/config.toml", "--log-level=info"); err != nil {
 		return err
 	}
 	if err := waitFor(ctx, n.containerd, n.LogPath("containerd"), "containerd's socket", func() bool {
@@ -118,7 +118,7 @@ func (n *Node) up(ctx context.Context, c *Cluster, images []string) error {
 func (n *Node) ctr(ctx context.Context, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(n.c.containerdDir, "ctr"), append([]string{"--address", n.ContainerdSocket}, args...)...)
+	cmd := exec.CommandContext(ctx, filepath.Join(n.c.kubeDir, "ctr"), append([]string{"--address", n.ContainerdSocket}, args...)...)
 	// Standard output only: ctr warns on standard error that cgroup v1 is deprecated.
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

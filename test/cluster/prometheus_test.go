@@ -126,7 +126,7 @@ func scrapeConfig(t *testing.T, repo, apiServer, dir string) map[string]any {
 	}
 }
 
-// prometheus is upstream Prometheus (hack/prometheus.sh: Debian's package has no Kubernetes
+// prometheus is upstream Prometheus (hack/build-kube.sh: Debian's package has no Kubernetes
 // discovery) running in the cluster's core namespace, which routes to every node.
 type prometheus struct {
 	core string
@@ -185,7 +185,7 @@ func startPrometheus(t *testing.T, c *Cluster, repo string) *prometheus {
 			t.Fatal(err)
 		}
 	}
-	p := &prometheus{core: c.CoreNetNS, addr: "127.0.0.1:9090", dir: strings.TrimSpace(run(t, repo, nil, filepath.Join(repo, "hack/prometheus.sh")))}
+	p := &prometheus{core: c.CoreNetNS, addr: "127.0.0.1:9090", dir: c.kubeDir}
 	out, err := exec.Command(filepath.Join(p.dir, "promtool"), "check", "config", filepath.Join(dir, "prometheus.yml")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool check config: %v\n%s\n%s", err, out, cfg)

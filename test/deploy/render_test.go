@@ -61,7 +61,7 @@ func toolPath(t testing.TB, script string) string {
 	return p
 }
 
-func helmBin(t testing.TB) string { return toolPath(t, "helm.sh") }
+func helmBin(t testing.TB) string { return filepath.Join(toolPath(t, "build-kube.sh"), "helm") }
 
 func kubectlBin(t testing.TB) string {
 	return filepath.Join(toolPath(t, "build-kube.sh"), "kubectl")
