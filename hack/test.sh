@@ -53,7 +53,10 @@ logged() {
 # background "NAME CMD..." ...: runs each command after the one before it has succeeded.
 background() {
   local script job
-  script="logs=$logs; $(declare -f logged)"
+  # setsid also gives the job its own scheduler autogroup where the kernel has them
+  # (CONFIG_SCHED_AUTOGROUP), and autogroups share the CPU equally whatever the nice values of
+  # their processes: the job lowers its group's priority too (/proc/self is the job's shell).
+  script="logs=$logs; [[ ! -w /proc/self/autogroup ]] || echo 19 >/proc/self/autogroup; $(declare -f logged)"
   for job in "$@"; do
     script+=" && logged $job"
   done
