@@ -25,7 +25,7 @@ step() {
     echo "==> step \"$name\" failed after $((SECONDS - start))s: $*" >&2
     exit 1
   fi
-  summary+=("$(printf '%-38s %4ds' "$name" $((SECONDS - start)))")
+  summary+=("$(printf '%-46s %4ds' "$name" $((SECONDS - start)))")
 }
 
 # Builds that only later steps need, and the fuzz run, go one after another in the background at
@@ -79,7 +79,7 @@ await() {
     echo "==> step \"$title\" failed after ${took}s" >&2
     exit 1
   fi
-  summary+=("$(printf '%-38s %4ds (background %ds)' "$title" $((SECONDS - start)) "$took")")
+  summary+=("$(printf '%-46s %4ds (background %ds)' "$title" $((SECONDS - start)) "$took")")
 }
 
 step "install Debian packages" hack/install-deps.sh
