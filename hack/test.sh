@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md's test command and .ci/run run it. As root on Debian:
-# installs what is missing (Debian packages behind a policy-rc.d, kube-apiserver/etcd/kubectl and
-# the lint tools built from the Go module proxy into a cache), then runs formatting, vet, lint,
-# every test with the race detector (unit, network-namespace and real-component tests), short
+# installs what is missing (Debian packages behind a policy-rc.d; the test bed's Kubernetes, the
+# lint tools, the version matrix's daemons and Calico built into a cache), then runs formatting,
+# vet, lint, every test with the race detector (unit, network-namespace and real-component
+# tests), the tests as an unprivileged user, the two-node cluster tests, the version matrix, short
 # fuzz runs of every parser and the vulnerability scan. Fails on the first failing step.
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
